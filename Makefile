@@ -1,0 +1,29 @@
+# `make test` and `make demo` set everything up on a fresh machine: they create .venv, install
+# jaxcpt with pinned versions (constraints.txt) and run. Nothing needs to be installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.jaxcpt-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test demo lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/jaxcpt demo
+
+# Re-pin every dependency to what is installed in .venv (run after changing pyproject.toml).
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^jaxcpt' > constraints.txt
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

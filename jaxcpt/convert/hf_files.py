@@ -1,0 +1,114 @@
+"""Reading and writing the files of a Hugging Face model directory (no torch unless `.bin`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from jaxcpt.errors import JaxcptError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
+                   "vocab.json", "merges.txt", "vocab.txt")
+
+
+def read_config(path: pathlib.Path) -> dict:
+    config_path = path / "config.json"
+    if not path.is_dir():
+        raise JaxcptError(f"{path}: not a directory; expected a Hugging Face model directory")
+    if not config_path.is_file():
+        raise JaxcptError(f"{config_path}: missing; a Hugging Face model directory needs config.json")
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise JaxcptError(f"{config_path}: not valid JSON ({err})") from None
+
+
+def read_tensors(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """All tensors of the checkpoint: model.safetensors, a sharded index, or pytorch_model.bin."""
+    single = path / "model.safetensors"
+    index = path / "model.safetensors.index.json"
+    if single.is_file():
+        return _load_safetensors(single)
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        tensors: dict[str, np.ndarray] = {}
+        for shard in sorted(set(weight_map.values())):
+            tensors.update(_load_safetensors(path / shard))
+        return tensors
+    if (path / "pytorch_model.bin").is_file():
+        return _load_torch_bin(path / "pytorch_model.bin")
+    raise JaxcptError(f"{path}: no model.safetensors, model.safetensors.index.json or "
+                      "pytorch_model.bin; is this a Hugging Face model directory?")
+
+
+def _load_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
+    if not file.is_file():
+        raise JaxcptError(f"{file}: missing shard listed in model.safetensors.index.json")
+    try:
+        return load_file(str(file))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise JaxcptError(f"{file}: unreadable safetensors file ({err})") from None
+
+
+def _load_torch_bin(file: pathlib.Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise JaxcptError(f"{file}: reading pytorch_model.bin needs torch; install it "
+                          "(pip install torch) or convert the checkpoint to safetensors") from None
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    return {name: t.detach().float().numpy() for name, t in state.items()}
+
+
+def write_tensors(path: pathlib.Path, tensors: dict[str, np.ndarray]) -> None:
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+              str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
+def copy_tokenizer_files(source: pathlib.Path, dest: pathlib.Path) -> list[str]:
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, dest / name)
+            copied.append(name)
+    return copied
+
+
+def has_tokenizer(path: pathlib.Path) -> bool:
+    return any((path / name).is_file() for name in TOKENIZER_FILES)
+
+
+def ensure_new_dir(out: pathlib.Path) -> None:
+    """Refuse an existing non-empty output path (checked before any expensive work)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise JaxcptError(f"{out}: already exists and is not empty; choose a new output directory")
+
+
+@contextmanager
+def fresh_output_dir(out: pathlib.Path) -> Iterator[pathlib.Path]:
+    """Yield a temporary sibling of `out` and move it into place only if the block succeeds.
+
+    Refuses an existing non-empty `out`, so nothing already written is lost or overwritten, and a
+    failure leaves no half-written directory behind.
+    """
+    out = pathlib.Path(out)
+    ensure_new_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

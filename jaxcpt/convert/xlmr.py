@@ -1,0 +1,164 @@
+"""XLM-R / RoBERTa: Hugging Face config and tensor names <-> jaxcpt config and parameter tree.
+
+The tensor table is the single source of truth for both directions: each entry names the HF
+tensor, its expected HF shape, where it lives in our parameter tree, and the two reshapes.
+Factorized (OFA) checkpoints carry `embeddings.word_coordinates.weight` [V,k] and
+`embeddings.word_primitives.weight` [k,H] plus a `num_primitives` config key instead of
+`embeddings.word_embeddings.weight`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from jaxcpt.errors import JaxcptError
+from jaxcpt.models.xlmr import XLMRConfig, XLMRobertaForMaskedLM
+
+MODEL_TYPES = ("xlm-roberta", "roberta")
+MODEL_CLASS = XLMRobertaForMaskedLM
+CONFIG_CLASS = XLMRConfig
+HEAD_PREFIX = "lm_head."
+# Tensors that HF checkpoints may carry and that we do not model (reported, not an error).
+IGNORED_PREFIXES = ("pooler.", "embeddings.position_ids", "lm_head.decoder.weight")
+
+
+def config_from_hf(hf: dict, source: str) -> XLMRConfig:
+    act = hf.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise JaxcptError(f"{source}: hidden_act={act!r} is not supported for XLM-R (only 'gelu')")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise JaxcptError(f"{source}: only position_embedding_type='absolute' is supported")
+    try:
+        return XLMRConfig(
+            vocab_size=int(hf["vocab_size"]), hidden_size=int(hf["hidden_size"]),
+            num_layers=int(hf["num_hidden_layers"]), num_heads=int(hf["num_attention_heads"]),
+            intermediate_size=int(hf["intermediate_size"]),
+            max_position_embeddings=int(hf["max_position_embeddings"]),
+            type_vocab_size=int(hf.get("type_vocab_size", 1)),
+            layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+            pad_token_id=int(hf.get("pad_token_id", 1)),
+            hidden_dropout=float(hf.get("hidden_dropout_prob", 0.1)),
+            attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
+            initializer_range=float(hf.get("initializer_range", 0.02)),
+            num_primitives=hf.get("num_primitives"),
+            model_type=hf["model_type"])
+    except KeyError as err:
+        raise JaxcptError(f"{source}: config.json lacks {err.args[0]!r}") from None
+
+
+def config_to_hf(cfg: XLMRConfig, keep_factors: bool) -> dict:
+    hf = {
+        "architectures": ["XLMRobertaForMaskedLM" if cfg.model_type == "xlm-roberta"
+                          else "RobertaForMaskedLM"],
+        "model_type": cfg.model_type, "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.intermediate_size,
+        "hidden_act": "gelu", "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": cfg.pad_token_id, "bos_token_id": 0, "eos_token_id": 2,
+        "hidden_dropout_prob": cfg.hidden_dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "initializer_range": cfg.initializer_range, "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+    }
+    if keep_factors and cfg.num_primitives is not None:
+        hf["num_primitives"] = cfg.num_primitives
+    return hf
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    hf_name: str
+    hf_shape: tuple[int, ...]
+    path: tuple  # path in nnx.to_pure_dict(state)
+    to_ours: Callable[[np.ndarray], np.ndarray]
+    to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+def _same(x):
+    return x
+
+
+def _pad_rows(rows: int):
+    return lambda x: np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
+
+
+def _linear(prefix: str, path: tuple, in_shape: tuple, out_shape: tuple) -> list[TensorSpec]:
+    """A PyTorch nn.Linear ([out, in] weight) <-> our Dense kernel [*in_shape, *out_shape]."""
+    n_in, n_out = int(np.prod(in_shape)), int(np.prod(out_shape))
+    return [
+        TensorSpec(f"{prefix}.weight", (n_out, n_in), (*path, "kernel"),
+                   lambda w: w.T.reshape(*in_shape, *out_shape),
+                   lambda k: k.reshape(n_in, n_out).T),
+        TensorSpec(f"{prefix}.bias", (n_out,), (*path, "bias"),
+                   lambda b: b.reshape(out_shape), lambda b: b.reshape(n_out)),
+    ]
+
+
+def _layer_norm(prefix: str, path: tuple, h: int) -> list[TensorSpec]:
+    return [TensorSpec(f"{prefix}.weight", (h,), (*path, "scale"), _same, _same),
+            TensorSpec(f"{prefix}.bias", (h,), (*path, "bias"), _same, _same)]
+
+
+def tensor_specs(cfg: XLMRConfig, *, with_head: bool = True) -> list[TensorSpec]:
+    """HF names are given without the `roberta.` prefix; the head's start with `lm_head.`."""
+    h, n, d, f = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size
+    v, vp, k = cfg.vocab_size, cfg.padded_vocab_size, cfg.num_primitives
+    unpad = lambda x: x[:v]  # noqa: E731
+    specs: list[TensorSpec] = []
+    if k is None:
+        specs.append(TensorSpec("embeddings.word_embeddings.weight", (v, h),
+                                ("embeddings", "word", "embedding"), _pad_rows(vp), unpad))
+    else:
+        specs += [TensorSpec("embeddings.word_coordinates.weight", (v, k),
+                             ("embeddings", "word", "coordinates"), _pad_rows(vp), unpad),
+                  TensorSpec("embeddings.word_primitives.weight", (k, h),
+                             ("embeddings", "word", "primitives"), _same, _same)]
+    specs += [
+        TensorSpec("embeddings.position_embeddings.weight", (cfg.max_position_embeddings, h),
+                   ("embeddings", "position"), _same, _same),
+        TensorSpec("embeddings.token_type_embeddings.weight", (cfg.type_vocab_size, h),
+                   ("embeddings", "token_type"), _same, _same),
+        *_layer_norm("embeddings.LayerNorm", ("embeddings", "norm"), h),
+    ]
+    for i in range(cfg.num_layers):
+        hf, ours = f"encoder.layer.{i}", ("layers", i)
+        for proj in ("query", "key", "value"):
+            specs += _linear(f"{hf}.attention.self.{proj}", (*ours, "attention", proj), (h,), (n, d))
+        specs += _linear(f"{hf}.attention.output.dense", (*ours, "attention", "output"), (n, d), (h,))
+        specs += _layer_norm(f"{hf}.attention.output.LayerNorm", (*ours, "attention_norm"), h)
+        specs += _linear(f"{hf}.intermediate.dense", (*ours, "wi"), (h,), (f,))
+        specs += _linear(f"{hf}.output.dense", (*ours, "wo"), (f,), (h,))
+        specs += _layer_norm(f"{hf}.output.LayerNorm", (*ours, "output_norm"), h)
+    if with_head:
+        specs += _linear("lm_head.dense", ("head", "dense"), (h,), (h,))
+        specs += _layer_norm("lm_head.layer_norm", ("head", "norm"), h)
+        specs.append(TensorSpec("lm_head.bias", (v,), ("head", "bias"), _pad_rows(vp), unpad))
+    return specs
+
+
+def strip_prefix(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Accept both `roberta.`/`bert.`-prefixed (…ForMaskedLM) and bare (…Model) names."""
+    out = {}
+    for name, value in tensors.items():
+        for prefix in ("roberta.", "bert."):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        out[name] = value
+    # Some exports store the head bias only as the decoder's bias.
+    if "lm_head.bias" not in out and "lm_head.decoder.bias" in out:
+        out["lm_head.bias"] = out.pop("lm_head.decoder.bias")
+    out.pop("lm_head.decoder.bias", None)
+    return out
+
+
+def has_head(tensors: dict[str, np.ndarray]) -> bool:
+    return any(name.startswith(HEAD_PREFIX) for name in tensors)
+
+
+def hf_prefix(name: str) -> str:
+    return name if name.startswith(HEAD_PREFIX) else f"roberta.{name}"

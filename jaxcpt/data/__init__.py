@@ -1,0 +1,1 @@
+"""Data side: corpus files, and (with seqio) tasks, preprocessors and feature converters."""

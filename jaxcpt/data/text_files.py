@@ -1,0 +1,45 @@
+"""Reading corpus files: one paragraph per line, `id<TAB>text` or plain text, strictly UTF-8."""
+
+from __future__ import annotations
+
+import importlib.resources
+import pathlib
+
+from jaxcpt.errors import JaxcptError
+
+
+def shipped_corpus(name: str = "libreoffice_help") -> pathlib.Path:
+    """Directory of a corpus committed under tasks/corpora (splits `train/` and `heldout/`)."""
+    path = pathlib.Path(str(importlib.resources.files("tasks") / "corpora" / name))
+    if not path.is_dir():
+        raise JaxcptError(f"{path}: shipped corpus {name!r} not found")
+    return path
+
+
+def read_paragraphs(path) -> list[tuple[str, str]]:
+    """[(paragraph_id, text)] of a corpus file; plain-text lines get their line number as id.
+
+    Errors name the file and line: a missing or empty file, bytes that are not UTF-8.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise JaxcptError(f"{path}: no such corpus file")
+    data = path.read_bytes()
+    rows = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise JaxcptError(f"{path}:{number}: not UTF-8 (byte {err.start}); re-encode the file "
+                              "as UTF-8") from None
+        key, tab, text = line.partition("\t")
+        key, text = (key, text) if tab else (str(number), line)
+        if text.strip():
+            rows.append((key, text.strip()))
+    if not rows:
+        raise JaxcptError(f"{path}: empty corpus file (no non-blank lines)")
+    return rows
+
+
+def read_texts(path) -> list[str]:
+    return [text for _, text in read_paragraphs(path)]

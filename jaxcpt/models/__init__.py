@@ -1,0 +1,7 @@
+"""Flax NNX model families. Import without seqio/TensorFlow."""
+
+from jaxcpt.models.embeddings import DenseEmbedding, FactorizedEmbedding, padded_vocab_size
+from jaxcpt.models.xlmr import XLMRConfig, XLMRobertaForMaskedLM
+
+__all__ = ["DenseEmbedding", "FactorizedEmbedding", "XLMRConfig", "XLMRobertaForMaskedLM",
+           "padded_vocab_size"]

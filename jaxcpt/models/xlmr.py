@@ -1,0 +1,195 @@
+"""XLM-R / RoBERTa encoder with a masked-LM head, in Flax NNX.
+
+Post-LN transformer blocks, absolute positions counted from padding_idx + 1 (RoBERTa's convention),
+token-type embeddings, exact (erf) GELU. Token ids are exactly the Hugging Face tokenizer's ids.
+
+Shape suffixes: B batch, L length, H hidden, N heads, D head dim, F ffn, M masked positions per
+sequence, V (padded) vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcpt.models.embeddings import make_embedding, padded_vocab_size
+from jaxcpt.models.layers import Dense, LayerNorm, attention_bias
+from jaxcpt.sharding import constrain, param
+
+
+@dataclasses.dataclass(frozen=True)
+class XLMRConfig:
+    vocab_size: int  # embedding rows of the checkpoint (may exceed the tokenizer: padded rows)
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    initializer_range: float = 0.02
+    num_primitives: int | None = None  # OFA factorization k; None = dense embeddings
+    model_type: str = "xlm-roberta"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return padded_vocab_size(self.vocab_size)
+
+    def replace(self, **changes: Any) -> "XLMRConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class SelfAttention(nnx.Module):
+    def __init__(self, cfg: XLMRConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        h, n, d = cfg.hidden_size, cfg.num_heads, cfg.head_dim
+        common = dict(init_std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.query = Dense((h,), (n, d), ("embed", "heads", "kv"), **common)
+        self.key = Dense((h,), (n, d), ("embed", "heads", "kv"), **common)
+        self.value = Dense((h,), (n, d), ("embed", "heads", "kv"), **common)
+        self.output = Dense((n, d), (h,), ("heads", "kv", "embed"), **common)
+        self.dropout = nnx.Dropout(cfg.attention_dropout)
+        self.scale = d ** -0.5
+
+    def __call__(self, x_BLH, bias_B1LL, *, deterministic: bool, rngs: nnx.Rngs | None):
+        q_BLND = constrain(self.query(x_BLH), ("batch", "length", "heads", "kv"))
+        k_BLND = constrain(self.key(x_BLH), ("batch", "length", "heads", "kv"))
+        v_BLND = constrain(self.value(x_BLH), ("batch", "length", "heads", "kv"))
+        scores_BNLL = jnp.einsum("bqnd,bknd->bnqk", q_BLND * self.scale, k_BLND)
+        probs_BNLL = jax.nn.softmax(scores_BNLL.astype(jnp.float32) + bias_B1LL, axis=-1)
+        probs_BNLL = self.dropout(probs_BNLL.astype(x_BLH.dtype), deterministic=deterministic,
+                                  rngs=rngs)
+        out_BLND = jnp.einsum("bnqk,bknd->bqnd", probs_BNLL, v_BLND)
+        return self.output(out_BLND)
+
+
+class EncoderLayer(nnx.Module):
+    def __init__(self, cfg: XLMRConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        h, f = cfg.hidden_size, cfg.intermediate_size
+        common = dict(init_std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        norm = dict(eps=cfg.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
+        self.attention = SelfAttention(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.attention_norm = LayerNorm(h, **norm)
+        self.wi = Dense((h,), (f,), ("embed", "mlp"), **common)
+        self.wo = Dense((f,), (h,), ("mlp", "embed"), **common)
+        self.output_norm = LayerNorm(h, **norm)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout)
+
+    def __call__(self, x_BLH, bias_B1LL, *, deterministic: bool, rngs: nnx.Rngs | None):
+        attn_BLH = self.attention(x_BLH, bias_B1LL, deterministic=deterministic, rngs=rngs)
+        attn_BLH = self.dropout(attn_BLH, deterministic=deterministic, rngs=rngs)
+        x_BLH = self.attention_norm(x_BLH + attn_BLH)
+        hidden_BLF = constrain(jax.nn.gelu(self.wi(x_BLH), approximate=False),
+                               ("batch", "length", "mlp"))
+        out_BLH = self.dropout(self.wo(hidden_BLF), deterministic=deterministic, rngs=rngs)
+        return constrain(self.output_norm(x_BLH + out_BLH), ("batch", "length", "embed"))
+
+
+class Embeddings(nnx.Module):
+    def __init__(self, cfg: XLMRConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.dtype = dtype
+        init = jax.nn.initializers.normal(cfg.initializer_range)
+        self.word = make_embedding(cfg.padded_vocab_size, cfg.hidden_size, cfg.num_primitives,
+                                   init_std=cfg.initializer_range, dtype=dtype,
+                                   param_dtype=param_dtype, rngs=rngs)
+        self.position = param(
+            init(rngs.params(), (cfg.max_position_embeddings, cfg.hidden_size), param_dtype),
+            ("positions", "embed"))
+        self.token_type = param(
+            init(rngs.params(), (cfg.type_vocab_size, cfg.hidden_size), param_dtype),
+            ("types", "embed"))
+        self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype,
+                              param_dtype=param_dtype)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout)
+
+    def __call__(self, ids_BL, positions_BL, token_types_BL, *, deterministic: bool,
+                 rngs: nnx.Rngs | None):
+        x_BLH = (self.word.embed(ids_BL)
+                 + jnp.take(self.position[...], positions_BL, axis=0).astype(self.dtype)
+                 + jnp.take(self.token_type[...], token_types_BL, axis=0).astype(self.dtype))
+        x_BLH = constrain(self.norm(x_BLH), ("batch", "length", "embed"))
+        return self.dropout(x_BLH, deterministic=deterministic, rngs=rngs)
+
+
+class MaskedLMHead(nnx.Module):
+    """dense → gelu → LayerNorm → tied decoder + bias; logits of padded vocab rows are masked."""
+
+    def __init__(self, cfg: XLMRConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        self.vocab_size = cfg.vocab_size
+        self.dense = Dense((cfg.hidden_size,), (cfg.hidden_size,), ("embed", "mlp"),
+                           init_std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype,
+                           rngs=rngs)
+        self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype,
+                              param_dtype=param_dtype)
+        self.bias = param(jnp.zeros((cfg.padded_vocab_size,), param_dtype), ("vocab",))
+
+    def __call__(self, h_BXH, word_embedding) -> jax.Array:
+        h_BXH = self.norm(jax.nn.gelu(self.dense(h_BXH), approximate=False))
+        logits = word_embedding.attend(h_BXH).astype(jnp.float32) + self.bias[...]
+        valid_V = jnp.arange(logits.shape[-1]) < self.vocab_size
+        return jnp.where(valid_V, logits, jnp.finfo(jnp.float32).min)
+
+
+class XLMRobertaForMaskedLM(nnx.Module):
+    """`model(ids, mask)` → MLM logits [B,L,V]; `model.encode(ids, mask)` → last hidden states."""
+
+    def __init__(self, cfg: XLMRConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.config = cfg
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.embeddings = Embeddings(cfg, **kw)
+        self.layers = nnx.List([EncoderLayer(cfg, **kw) for _ in range(cfg.num_layers)])
+        self.head = MaskedLMHead(cfg, **kw)
+
+    def default_positions(self, ids_BL: jax.Array) -> jax.Array:
+        """RoBERTa positions: padding_idx + 1 + index among non-pad tokens; pads get padding_idx."""
+        not_pad_BL = (ids_BL != self.config.pad_token_id).astype(jnp.int32)
+        return jnp.cumsum(not_pad_BL, axis=1) * not_pad_BL + self.config.pad_token_id
+
+    def encode(self, input_ids, attention_mask=None, *, token_type_ids=None, positions=None,
+               segment_ids=None, deterministic: bool = True,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Last hidden states [B,L,H].
+
+        `positions` (0-based, e.g. from packing) replace RoBERTa's derived positions; `segment_ids`
+        restrict attention to tokens of the same packed segment. Dropout runs only with
+        `deterministic=False` and `rngs` holding a `dropout` stream (the model itself keeps no RNG state).
+        """
+        ids_BL = jnp.asarray(input_ids)
+        mask_BL = jnp.ones_like(ids_BL) if attention_mask is None else jnp.asarray(attention_mask)
+        positions_BL = (self.default_positions(ids_BL) if positions is None
+                        else jnp.asarray(positions) + self.config.pad_token_id + 1)
+        types_BL = jnp.zeros_like(ids_BL) if token_type_ids is None else jnp.asarray(token_type_ids)
+        bias_B1LL = attention_bias(mask_BL, query_segments_BQ=segment_ids,
+                                   key_segments_BK=segment_ids)
+        x_BLH = self.embeddings(ids_BL, positions_BL, types_BL, deterministic=deterministic,
+                                rngs=rngs)
+        for layer in self.layers:
+            x_BLH = layer(x_BLH, bias_B1LL, deterministic=deterministic, rngs=rngs)
+        return x_BLH
+
+    def head_logits(self, h_BXH: jax.Array) -> jax.Array:
+        """fp32 logits over the padded vocabulary; padded rows hold the float32 minimum."""
+        return self.head(h_BXH, self.embeddings.word)
+
+    def masked_lm_logits(self, input_ids, attention_mask, masked_positions_BM, **encode_kw):
+        """Logits only at gathered positions [B,M,V_padded]: a large vocabulary never meets [B,L,V]."""
+        h_BLH = self.encode(input_ids, attention_mask, **encode_kw)
+        h_BMH = jnp.take_along_axis(h_BLH, jnp.asarray(masked_positions_BM)[..., None], axis=1)
+        return self.head_logits(h_BMH)
+
+    def __call__(self, input_ids, attention_mask=None, **encode_kw) -> jax.Array:
+        """MLM logits at all positions [B,L,V] (V = the checkpoint's vocabulary, padding removed)."""
+        logits = self.head_logits(self.encode(input_ids, attention_mask, **encode_kw))
+        return logits[..., : self.config.vocab_size]
