@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("variant", choices=("enpt", "full"),
                    help="enpt: vocabulary trimmed to English+Portuguese; full: 250k pieces")
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--head-steps", type=int, default=300,
-                   help="optimizer steps of the MLM-head warm-up (0: keep the fresh head)")
+    p.add_argument("--head-steps", type=int, default=400,
+                   help="optimizer steps of the MLM-head warm-up (default 400; 0 keeps the fresh head)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fetch_demo_model)
 

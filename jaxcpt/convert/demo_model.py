@@ -30,7 +30,7 @@ def is_complete(path: pathlib.Path) -> bool:
     return (path / REPORT_FILE).is_file() and (path / "model.safetensors").is_file()
 
 
-def fetch_demo_model(variant: str, out_dir, *, head_steps: int = 300, seed: int = 0) -> dict:
+def fetch_demo_model(variant: str, out_dir, *, head_steps: int = 400, seed: int = 0) -> dict:
     """Write the HF directory (encoder + warmed-up head + tokenizer); return the warm-up report."""
     from transformers import AutoTokenizer
 

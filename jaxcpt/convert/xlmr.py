@@ -21,6 +21,8 @@ MODEL_TYPES = ("xlm-roberta", "roberta")
 MODEL_CLASS = XLMRobertaForMaskedLM
 CONFIG_CLASS = XLMRConfig
 HEAD_PREFIX = "lm_head."
+# Where the (possibly factorized) word embedding lives in the parameter tree.
+WORD_EMBEDDING_PATH = ("embeddings", "word")
 # Tensors that HF checkpoints may carry and that we do not model (reported, not an error).
 IGNORED_PREFIXES = ("pooler.", "embeddings.position_ids", "lm_head.decoder.weight")
 
@@ -47,6 +49,11 @@ def config_from_hf(hf: dict, source: str) -> XLMRConfig:
             model_type=hf["model_type"])
     except KeyError as err:
         raise JaxcptError(f"{source}: config.json lacks {err.args[0]!r}") from None
+
+
+def config_from_tensors(cfg: XLMRConfig, tensors: dict, source: str) -> XLMRConfig:
+    """Nothing in an XLM-R config depends on which tensors are present."""
+    return cfg
 
 
 def config_to_hf(cfg: XLMRConfig, keep_factors: bool) -> dict:

@@ -1,7 +1,8 @@
 """Flax NNX model families. Import without seqio/TensorFlow."""
 
 from jaxcpt.models.embeddings import DenseEmbedding, FactorizedEmbedding, padded_vocab_size
+from jaxcpt.models.t5 import T5Config, T5ForConditionalGeneration
 from jaxcpt.models.xlmr import XLMRConfig, XLMRobertaForMaskedLM
 
-__all__ = ["DenseEmbedding", "FactorizedEmbedding", "XLMRConfig", "XLMRobertaForMaskedLM",
-           "padded_vocab_size"]
+__all__ = ["DenseEmbedding", "FactorizedEmbedding", "T5Config", "T5ForConditionalGeneration",
+           "XLMRConfig", "XLMRobertaForMaskedLM", "padded_vocab_size"]

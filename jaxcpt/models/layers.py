@@ -66,17 +66,19 @@ class RMSNorm(nnx.Module):
 
 
 def attention_bias(key_valid_BK: jax.Array, *, query_segments_BQ: jax.Array | None = None,
-                   key_segments_BK: jax.Array | None = None, causal: bool = False) -> jax.Array:
-    """Additive attention bias [B,1,Q,K]: 0 where a query may attend a key, a large negative elsewhere.
+                   key_segments_BK: jax.Array | None = None, num_queries: int | None = None,
+                   causal: bool = False) -> jax.Array:
+    """Additive fp32 attention bias [B,1,Q,K]: 0 where a query may attend a key, float32 min elsewhere.
 
     Keys are masked by `key_valid`; with segment ids (packed sequences) a query attends only keys of
-    its own segment; `causal` adds the decoder's lower-triangular mask. A finite minimum (not -inf)
+    its own segment; `causal` adds the decoder's lower-triangular mask over `num_queries` queries.
+    Without segments or causality Q is 1 (broadcast over queries). A finite minimum (not -inf)
     keeps fully masked rows free of NaNs.
     """
     allowed_BQK = key_valid_BK[:, None, :].astype(bool)
     if query_segments_BQ is not None and key_segments_BK is not None:
         allowed_BQK = allowed_BQK & (query_segments_BQ[:, :, None] == key_segments_BK[:, None, :])
     if causal:
-        num_q, num_k = allowed_BQK.shape[1], key_valid_BK.shape[1]
-        allowed_BQK = allowed_BQK & jnp.tril(jnp.ones((num_q, num_k), bool))[None]
+        num_q = num_queries if num_queries is not None else key_valid_BK.shape[1]
+        allowed_BQK = allowed_BQK & jnp.tril(jnp.ones((num_q, key_valid_BK.shape[1]), bool))[None]
     return jnp.where(allowed_BQK, 0.0, jnp.finfo(jnp.float32).min)[:, None, :, :]
