@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import pathlib
 import sys
 
@@ -44,6 +45,11 @@ def cmd_demo(args) -> None:
     run_demo(pathlib.Path(args.out), cache=pathlib.Path(args.cache) if args.cache else None)
 
 
+# Modules that add their own subcommands: each defines `add_commands(subparsers)` and keeps its
+# heavy imports inside the command functions, so `jaxcpt --help` stays fast.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxcpt", description="Multilingual continued pretraining in JAX/Flax.")
@@ -80,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None,
                    help="where converted demo models are cached (default: ~/.cache/jaxcpt)")
     p.set_defaults(func=cmd_demo)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

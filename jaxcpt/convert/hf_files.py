@@ -106,9 +106,19 @@ def fresh_output_dir(out: pathlib.Path) -> Iterator[pathlib.Path]:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
+        _set_default_permissions(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _set_default_permissions(root: pathlib.Path) -> None:
+    """mkdtemp (and some writers) create owner-only entries; publish with the user's umask instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for entry in root.rglob("*"):
+        os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~umask)
