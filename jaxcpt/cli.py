@@ -47,7 +47,7 @@ def cmd_demo(args) -> None:
 
 # Modules that add their own subcommands: each defines `add_commands(subparsers)` and keeps its
 # heavy imports inside the command functions, so `jaxcpt --help` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("jaxcpt.train.commands", "jaxcpt.eval.commands", "jaxcpt.vocab.commands", "jaxcpt.vocab.wordvec_commands", "jaxcpt.init.commands", "jaxcpt.data.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,9 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from jaxcpt.train.commands import split_gin_bindings
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
     try:
-        args.func(args)
+        argv, gin_bindings = split_gin_bindings(argv)
+    except JaxcptError as err:
+        parser.error(str(err))
+    args = parser.parse_args(argv)
+    if gin_bindings and not getattr(args, "accepts_gin", False):
+        parser.error(f"--gin.* bindings only apply to `jaxcpt train`, not `{args.command}`")
+    try:
+        if getattr(args, "accepts_gin", False):
+            args.func(args, gin_bindings)
+        else:
+            args.func(args)
     except JaxcptError as err:
         print(f"jaxcpt {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -89,12 +89,22 @@ class Stack(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout_rate)
 
     def __call__(self, x_BLH, mask_BL, encoded_BSH=None, encoder_mask_BS=None, *,
-                 deterministic: bool, rngs: nnx.Rngs | None):
+                 deterministic: bool, rngs: nnx.Rngs | None, segment_ids_BL=None,
+                 positions_BL=None, encoder_segment_ids_BS=None):
+        """Packed sequences: `segment_ids` keep attention inside a segment (and, in the decoder's
+        cross-attention, inside the encoder segment with the same id); `positions` (0-based within
+        each segment) give the relative position buckets."""
         length = x_BLH.shape[1]
-        position_bias = self.relative_bias(length, length)
-        self_mask = attention_bias(mask_BL, num_queries=length, causal=self.is_decoder)
-        cross_mask = (attention_bias(encoder_mask_BS)
-                      if encoded_BSH is not None else None)
+        if positions_BL is None:
+            position_bias = self.relative_bias(length, length)
+        else:
+            position_bias = self.relative_bias.from_positions(positions_BL, positions_BL)
+        self_mask = attention_bias(mask_BL, num_queries=length, causal=self.is_decoder,
+                                   query_segments_BQ=segment_ids_BL, key_segments_BK=segment_ids_BL)
+        cross_mask = None
+        if encoded_BSH is not None:
+            cross_mask = attention_bias(encoder_mask_BS, query_segments_BQ=segment_ids_BL,
+                                        key_segments_BK=encoder_segment_ids_BS)
         x_BLH = self.dropout(constrain(x_BLH, ("batch", "length", "embed")),
                              deterministic=deterministic, rngs=rngs)
         for layer in self.layers:
@@ -122,21 +132,23 @@ class T5ForConditionalGeneration(nnx.Module):
             self.lm_head = DenseEmbedding(cfg.padded_vocab_size, cfg.d_model,
                                           init_std=cfg.initializer_factor, **kw)
 
-    def encode(self, input_ids, attention_mask=None, *, deterministic: bool = True,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
-        """Encoder output [B,L,H] (after the final norm)."""
+    def encode(self, input_ids, attention_mask=None, *, segment_ids=None, positions=None,
+               deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Encoder output [B,L,H] (after the final norm); packed rows via segment_ids/positions."""
         ids_BL = jnp.asarray(input_ids)
         mask_BL = jnp.ones_like(ids_BL) if attention_mask is None else jnp.asarray(attention_mask)
         return self.encoder(self.shared.embed(ids_BL), mask_BL, deterministic=deterministic,
-                            rngs=rngs)
+                            rngs=rngs, segment_ids_BL=segment_ids, positions_BL=positions)
 
     def decode(self, decoder_input_ids, encoded_BLH, attention_mask=None,
-               decoder_attention_mask=None, *, deterministic: bool = True,
+               decoder_attention_mask=None, *, decoder_segment_ids=None, decoder_positions=None,
+               encoder_segment_ids=None, deterministic: bool = True,
                rngs: nnx.Rngs | None = None) -> jax.Array:
         """Decoder output [B,T,H] (after the final norm, before the output scaling).
 
         `attention_mask` masks the encoder positions for cross-attention; `decoder_attention_mask`
-        (default: all ones) masks decoder keys on top of the causal mask.
+        (default: all ones) masks decoder keys on top of the causal mask. Packed rows: decoder
+        segment ids/positions, and the encoder's segment ids for cross-attention.
         """
         ids_BT = jnp.asarray(decoder_input_ids)
         dec_mask_BT = (jnp.ones_like(ids_BT) if decoder_attention_mask is None
@@ -144,7 +156,9 @@ class T5ForConditionalGeneration(nnx.Module):
         enc_mask_BL = (jnp.ones(encoded_BLH.shape[:2], jnp.int32) if attention_mask is None
                        else jnp.asarray(attention_mask))
         return self.decoder(self.shared.embed(ids_BT), dec_mask_BT, encoded_BLH, enc_mask_BL,
-                            deterministic=deterministic, rngs=rngs)
+                            deterministic=deterministic, rngs=rngs,
+                            segment_ids_BL=decoder_segment_ids, positions_BL=decoder_positions,
+                            encoder_segment_ids_BS=encoder_segment_ids)
 
     def head_logits(self, h_BXH: jax.Array) -> jax.Array:
         """fp32 logits over the padded vocabulary; padded rows hold the float32 minimum."""

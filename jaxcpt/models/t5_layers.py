@@ -65,13 +65,19 @@ def relative_position_buckets(num_q: int, num_k: int, *, bidirectional: bool, nu
                               max_distance: int, q_offset=0) -> jax.Array:
     """[Q,K] bucket ids of relative positions key − query (queries start at `q_offset`)."""
     rel_QK = jnp.arange(num_k)[None, :] - (jnp.arange(num_q)[:, None] + q_offset)
+    return bucket_relative_positions(rel_QK, bidirectional=bidirectional,
+                                     num_buckets=num_buckets, max_distance=max_distance)
+
+
+def bucket_relative_positions(rel: jax.Array, *, bidirectional: bool, num_buckets: int,
+                              max_distance: int) -> jax.Array:
+    """Bucket ids of relative positions (key − query), any shape."""
     if bidirectional:
         half = num_buckets // 2
         table = jnp.asarray(distance_buckets(half, max_distance))
-        return (jnp.where(rel_QK > 0, half, 0)
-                + table[jnp.minimum(jnp.abs(rel_QK), max_distance)])
+        return jnp.where(rel > 0, half, 0) + table[jnp.minimum(jnp.abs(rel), max_distance)]
     table = jnp.asarray(distance_buckets(num_buckets, max_distance))
-    return table[jnp.minimum(jnp.maximum(-rel_QK, 0), max_distance)]
+    return table[jnp.minimum(jnp.maximum(-rel, 0), max_distance)]
 
 
 class RelativePositionBias(nnx.Module):
@@ -92,6 +98,15 @@ class RelativePositionBias(nnx.Module):
             max_distance=self.max_distance, q_offset=q_offset)
         values_QKN = jnp.take(self.embedding[...].astype(jnp.float32), buckets_QK, axis=0)
         return jnp.transpose(values_QKN, (2, 0, 1))[None]
+
+    def from_positions(self, q_positions_BQ: jax.Array, k_positions_BK: jax.Array) -> jax.Array:
+        """Position bias [B,N,Q,K] from explicit (e.g. packed, per-segment) positions."""
+        rel_BQK = k_positions_BK[:, None, :] - q_positions_BQ[:, :, None]
+        buckets_BQK = bucket_relative_positions(
+            rel_BQK, bidirectional=self.bidirectional, num_buckets=self.num_buckets,
+            max_distance=self.max_distance)
+        values_BQKN = jnp.take(self.embedding[...].astype(jnp.float32), buckets_BQK, axis=0)
+        return jnp.transpose(values_BQKN, (0, 3, 1, 2))
 
 
 class Attention(nnx.Module):

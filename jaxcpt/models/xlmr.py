@@ -135,7 +135,12 @@ class MaskedLMHead(nnx.Module):
         self.bias = param(jnp.zeros((cfg.padded_vocab_size,), param_dtype), ("vocab",))
 
     def __call__(self, h_BXH, word_embedding) -> jax.Array:
-        h_BXH = self.norm(jax.nn.gelu(self.dense(h_BXH), approximate=False))
+        # Gather the dense output's hidden axis (sharded over `tensor` by its kernel) before the
+        # LayerNorm: without this, XLA's SPMD partitioner (jax 0.10.2, CPU) computed wrong
+        # gradients for this dense → LayerNorm → vocab projection chain on a 2×2×2 mesh.
+        hidden = constrain(jax.nn.gelu(self.dense(h_BXH), approximate=False),
+                           ("batch", "length", "embed")[-h_BXH.ndim:])
+        h_BXH = self.norm(hidden)
         logits = word_embedding.attend(h_BXH).astype(jnp.float32) + self.bias[...]
         valid_V = jnp.arange(logits.shape[-1]) < self.vocab_size
         return jnp.where(valid_V, logits, jnp.finfo(jnp.float32).min)
@@ -159,8 +164,8 @@ class XLMRobertaForMaskedLM(nnx.Module):
 
     def encode(self, input_ids, attention_mask=None, *, token_type_ids=None, positions=None,
                segment_ids=None, deterministic: bool = True,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
-        """Last hidden states [B,L,H].
+               rngs: nnx.Rngs | None = None, num_layers: int | None = None) -> jax.Array:
+        """Last hidden states [B,L,H] (after the first `num_layers` layers if given; 0 = embeddings).
 
         `positions` (0-based, e.g. from packing) replace RoBERTa's derived positions; `segment_ids`
         restrict attention to tokens of the same packed segment. Dropout runs only with
@@ -175,7 +180,9 @@ class XLMRobertaForMaskedLM(nnx.Module):
                                    key_segments_BK=segment_ids)
         x_BLH = self.embeddings(ids_BL, positions_BL, types_BL, deterministic=deterministic,
                                 rngs=rngs)
-        for layer in self.layers:
+        if num_layers is not None and not 0 <= num_layers <= len(self.layers):
+            raise ValueError(f"num_layers={num_layers} outside 0..{len(self.layers)}")
+        for layer in list(self.layers)[:num_layers]:
             x_BLH = layer(x_BLH, bias_B1LL, deterministic=deterministic, rngs=rngs)
         return x_BLH
 

@@ -1,0 +1,199 @@
+"""OFA embedding initialization, reproducing the official cisnlp/ofa computation (DESIGN §4).
+
+One call serves several k: the word list is tokenized once, neighbours and their softmax weights are
+computed once (they do not depend on k), and only the cheap weighted sums are done per k.
+Differences from the official code are confined to speed and memory (streaming, float32 candidate
+search re-ranked in float64, no [V_t, V_s] matrix) and to the two documented edge cases in
+`subword_vectors.word_variants` and `tokens.overlap`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from jaxcpt.errors import JaxcptError
+from jaxcpt.init.factorize import check_dims, copy_overlap, factorize
+from jaxcpt.init.neighbors import normalized, top_neighbors
+from jaxcpt.init.result import InitResult, register
+from jaxcpt.init.subword_vectors import subword_sums
+from jaxcpt.init.tokens import load_tokenizer, overlap, raw_tokens, standardized_strings
+from jaxcpt.vocab.wordvecs import WordVectors, iter_word_vector_chunks
+
+OFFICIAL_SEED = 114514
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@register("ofa")
+def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dims=(100,),
+        neighbors: int = 10, temperature: float = 0.1, seed: int = OFFICIAL_SEED,
+        exclude_special_neighbors: bool = False, source_output_embeddings=None, *,
+        case_insensitive_overlap: bool = True, skip_source_id_zero: bool = True,
+        log: Callable[[str], None] | None = _stderr, **_unused) -> dict[int, InitResult]:
+    """OFA initialization of the target vocabulary's embeddings for every k in `dims`.
+
+    source_embeddings: [V_s, H] rows of the source model (V_s = len(source tokenizer)).
+    source_tokenizer / target_tokenizer: HF tokenizer directories or objects.
+    word_vectors: multilingual word vectors, a path (streamed; see jaxcpt.vocab.wordvecs) or an
+        object (WordVectors, gensim KeyedVectors). Keys `iso639-3:word` or bare English words, `$`
+        marks a word boundary.
+    dims: k values; k = H keeps dense rows, k < H returns SVD coordinates + primitives.
+    exclude_special_neighbors: never use special tokens or whitespace-only pieces (`▁`) as
+        neighbours (off = official behaviour).
+    source_output_embeddings: [V_s, H] untied output rows (mT5 lm_head): new output rows get the
+        same neighbour weights; rows without neighbours draw from N(mean, std) of the output rows
+        with RandomState(seed + 1).
+    case_insensitive_overlap / skip_source_id_zero: overlap rules (jaxcpt.init.tokens.overlap).
+    Returns {k: InitResult}; stats count copied / neighbours / random rows and `ties_at_k`, the
+    neighbour rows whose n-th and (n+1)-th similarities tie (up to float64 rounding), where the
+    official argpartition choice among the tied candidates is arbitrary.
+    """
+    started = time.time()
+    log = log or (lambda message: None)
+    source_tok, target_tok = load_tokenizer(source_tokenizer), load_tokenizer(target_tokenizer)
+    source_embeddings = np.asarray(source_embeddings)
+    num_source, num_target = len(source_tok), len(target_tok)
+    if source_embeddings.ndim != 2 or source_embeddings.shape[0] != num_source:
+        raise JaxcptError(f"source embeddings of shape {source_embeddings.shape} do not match "
+                          f"the source tokenizer's {num_source} tokens")
+    dims = check_dims(dims, source_embeddings.shape[1])
+    if neighbors < 1 or temperature <= 0:
+        raise JaxcptError(f"need neighbors >= 1 and temperature > 0 "
+                          f"(got {neighbors}, {temperature})")
+
+    target_ids, source_ids = overlap(source_tok, target_tok,
+                                     case_insensitive=case_insensitive_overlap,
+                                     skip_source_id_zero=skip_source_id_zero)
+    kept = _kept_mask(target_tok, num_target, target_ids)
+    new_ids = np.flatnonzero(~kept)
+    log(f"ofa: {num_source:,} source / {num_target:,} target tokens, {len(target_ids):,} overlap, "
+        f"{len(new_ids):,} new")
+
+    chunks = (word_vectors.iter_chunks() if isinstance(word_vectors, WordVectors)
+              else iter_word_vector_chunks(word_vectors))
+    (source_sums, target_sums), num_words = subword_sums(
+        chunks, [(source_tok, num_source, None), (target_tok, num_target, new_ids)], log=log)
+    source_covered = source_sums.covered()
+    target_covered = target_sums.covered()
+    query_ids = target_sums.token_ids[target_covered]
+    random_ids = target_sums.token_ids[~target_covered]
+    log(f"ofa: {num_words:,} words; subword vectors for {int(source_covered.sum()):,}/"
+        f"{num_source:,} source and {len(query_ids):,}/{len(new_ids):,} new target tokens "
+        f"({time.time() - started:.0f}s)")
+
+    source_unit = normalized(source_sums.sums)
+    query_unit = normalized(target_sums.sums[target_covered])
+    del source_sums, target_sums
+    excluded = _special_source_rows(source_tok) if exclude_special_neighbors else None
+    neighbor_ids, sims, tie = top_neighbors(query_unit, source_unit, neighbors, excluded_S=excluded,
+                                            log=log)
+    del source_unit, query_unit
+    # The official code maps a neighbour back through its token string (convert_ids_to_tokens, then
+    # source_tokenizer.vocab[...]); identical to the index unless two ids share a token string.
+    neighbor_ids = _via_token_string(source_tok, num_source)[neighbor_ids]
+    weights = np.exp(sims / temperature)
+    weights /= weights.sum(axis=1, keepdims=True)
+
+    stats_common = {
+        "source_tokens": num_source, "target_tokens": num_target, "copied": int(len(target_ids)),
+        "neighbors": int(len(query_ids)), "random": int(len(random_ids)),
+        "ties_at_k": int(tie.sum()), "words": int(num_words),
+        "source_tokens_with_vector": int(source_covered.sum()),
+        "excluded_neighbor_candidates": int(excluded.sum()) if excluded is not None else 0,
+        "neighbors_per_token": int(neighbors), "temperature": float(temperature), "seed": int(seed),
+    }
+    plan = _RowPlan(num_target, target_ids, source_ids, query_ids, neighbor_ids, weights,
+                    random_ids, num_random_rows=len(target_tok.get_vocab()))
+    output_rows = None
+    if source_output_embeddings is not None:
+        output_rows = plan.rows(np.asarray(source_output_embeddings, np.float32), seed + 1)
+    results = {}
+    for k, (coords, primitives) in factorize(source_embeddings, dims).items():
+        stats = dict(stats_common, k=k, seconds=round(time.time() - started, 2))
+        results[k] = InitResult(plan.rows(coords, seed),
+                                None if primitives is None else np.asarray(primitives, np.float32),
+                                output_rows, stats)
+        log(f"ofa: k={k} done ({time.time() - started:.0f}s)")
+    return results
+
+
+@dataclass
+class _RowPlan:
+    """Which target row comes from where; `rows` applies it to any source rows (coordinates for
+    each k, or untied output rows)."""
+
+    num_target: int
+    target_ids: np.ndarray  # overlap: copied from source_ids
+    source_ids: np.ndarray
+    query_ids: np.ndarray  # neighbour rows: weights @ source rows[neighbor_ids]
+    neighbor_ids: np.ndarray
+    weights: np.ndarray
+    random_ids: np.ndarray  # rows of the official random draw
+    num_random_rows: int
+
+    def rows(self, source_rows: np.ndarray, seed: int) -> np.ndarray:
+        rows = copy_overlap(source_rows, self.num_target, self.target_ids, self.source_ids)
+        for start in range(0, len(self.query_ids), 8192):
+            stop = min(start + 8192, len(self.query_ids))
+            gathered = source_rows[self.neighbor_ids[start:stop]].astype(np.float64)
+            rows[self.query_ids[start:stop]] = np.einsum("qn,qnk->qk", self.weights[start:stop],
+                                                         gathered)
+        if len(self.random_ids):
+            # Same expression as the official code (float32 mean/std of the source rows).
+            mean, std = source_rows.mean(0), source_rows.std(0)
+            rows[self.random_ids] = random_fallback(mean, std, self.num_random_rows,
+                                                    self.random_ids, seed)
+        return rows
+
+
+def random_fallback(mean, std, num_rows: int, wanted: np.ndarray, seed: int,
+                    chunk: int = 16384) -> np.ndarray:
+    """Rows `wanted` of `RandomState(seed).normal(mean, std, (num_rows, k))`, drawn in row chunks
+    (the legacy generator's stream is the same), without holding the whole matrix."""
+    wanted = np.asarray(wanted)
+    if len(wanted) and wanted.max() >= num_rows:
+        raise JaxcptError(f"random fallback row {wanted.max()} outside the {num_rows}-row draw")
+    rng = np.random.RandomState(seed)
+    out = np.zeros((len(wanted), len(mean)), np.float64)
+    order = np.argsort(wanted)
+    last = int(wanted.max()) + 1 if len(wanted) else 0
+    for start in range(0, last, chunk):
+        stop = min(start + chunk, num_rows)
+        block = rng.normal(mean, std, (stop - start, len(mean)))
+        lo, hi = np.searchsorted(wanted[order], [start, stop])
+        out[order[lo:hi]] = block[wanted[order[lo:hi]] - start]
+    return out
+
+
+def _kept_mask(target_tok, num_target: int, target_ids: np.ndarray) -> np.ndarray:
+    # The official loop skips a target id when its token string is among the overlapping tokens'.
+    raw = raw_tokens(target_tok)
+    overlap_strings = {raw[t] for t in target_ids}
+    kept = np.zeros(num_target, bool)
+    for token_id, token in enumerate(raw[:num_target]):
+        kept[token_id] = token is not None and token in overlap_strings
+    return kept
+
+
+def _via_token_string(tokenizer, size: int) -> np.ndarray:
+    vocab = tokenizer.get_vocab()
+    raw = raw_tokens(tokenizer)
+    return np.array([vocab.get(raw[i], i) if i < len(raw) and raw[i] is not None else i
+                     for i in range(size)], np.int64)
+
+
+def _special_source_rows(tokenizer) -> np.ndarray:
+    """Special tokens and pieces that are only whitespace (e.g. `▁`) or empty."""
+    strings = standardized_strings(tokenizer)
+    excluded = np.zeros(len(tokenizer), bool)
+    for i, s in enumerate(strings[: len(excluded)]):
+        excluded[i] = s is not None and not s.strip()
+    excluded[[i for i in tokenizer.all_special_ids if i < len(excluded)]] = True
+    return excluded

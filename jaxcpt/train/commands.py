@@ -1,0 +1,115 @@
+"""`jaxcpt train --gin_file=F [--gin.KEY=VALUE ...]`: gin binds only `train` and config dataclasses.
+
+This is the only module that imports gin (t5x's rule: configure the top, keep the library
+gin-free). Include paths in gin files are resolved against the repository's gin/ directory, so
+`include 'models/xlmr_tiny.gin'` works from any working directory. The effective config is
+written to MODEL_DIR/config.gin before training starts.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from jaxcpt.errors import JaxcptError
+
+GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin"
+
+
+def _register() -> None:
+    import gin
+
+    from jaxcpt.models import T5Config, XLMRConfig
+    from jaxcpt.train.checkpointing import CheckpointConfig
+    from jaxcpt.train.config import DataConfig, TrainConfig
+    from jaxcpt.train.optimizer import OptimizerConfig
+    from jaxcpt.train.partitioning import MeshConfig
+
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    for cls in (TrainConfig, DataConfig, OptimizerConfig, MeshConfig, CheckpointConfig,
+                XLMRConfig, T5Config):
+        gin.external_configurable(cls, module="jaxcpt")
+    _REGISTERED = True
+
+
+_REGISTERED = False
+
+
+def parse_gin(files: list[str], bindings: list[str]):
+    """Parse gin files + bindings; returns the TrainConfig they build. One-line errors."""
+    import gin
+
+    _register()
+    gin.clear_config()
+    gin.add_config_file_search_path(str(GIN_DIR))
+    gin.add_config_file_search_path(str(GIN_DIR.parent))
+    for name in files:
+        if not pathlib.Path(name).is_file() and not (GIN_DIR.parent / name).is_file():
+            raise JaxcptError(f"{name}: gin file not found")
+    try:
+        gin.parse_config_files_and_bindings(
+            [f if pathlib.Path(f).is_file() else str(GIN_DIR.parent / f) for f in files],
+            bindings)
+        from jaxcpt.train.config import TrainConfig
+
+        return gin.get_configurable(TrainConfig)()
+    except JaxcptError:
+        raise
+    except Exception as err:  # gin raises ValueError/SyntaxError/KeyError/TypeError with context
+        message = " ".join(str(err).split())
+        raise JaxcptError(f"gin config ({', '.join(files) or 'bindings'}): {message[:400]}") from None
+
+
+def cmd_train(args, gin_bindings: list[str]) -> None:
+    import gin
+
+    from jaxcpt.train.loop import train
+
+    config = parse_gin(args.gin_file, gin_bindings)
+    model_dir = pathlib.Path(config.model_dir)
+    if args.dry_run:
+        from jaxcpt.train.plan import describe_plan
+
+        print(describe_plan(config, num_devices=args.devices))
+        return
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.gin").write_text(gin.config_str(), encoding="utf-8")
+    summary = train(config)
+    last = summary["history"][-1]["loss"] if summary["history"] else float("nan")
+    print(f"jaxcpt train: {'preempted at' if summary['preempted'] else 'finished'} step "
+          f"{summary['final_step']} (last loss {last:.4f}); checkpoints in {model_dir}/checkpoints",
+          flush=True)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "train", help="continued pretraining configured by gin (resumes from MODEL_DIR)",
+        description="Train with gin configs: --gin_file gin/adapt/X.gin "
+                    "--gin.MODEL_DIR=\"'/path/run'\" [--gin.TrainConfig.steps=100 ...]")
+    p.add_argument("--gin_file", action="append", default=[], metavar="FILE",
+                   help="gin file (repeatable; includes resolve against gin/)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="build the config under an abstract mesh and print the sharding plan, "
+                        "parameter counts and memory per device; no training")
+    p.add_argument("--devices", type=int, default=None,
+                   help="with --dry-run: plan for this many devices (default: the local count)")
+    p.set_defaults(func=cmd_train, accepts_gin=True)
+
+
+def split_gin_bindings(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate `--gin.KEY=VALUE` (or `--gin.KEY VALUE`) from the other arguments."""
+    rest, bindings, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--gin.") and arg != "--gin_file":
+            key, eq, value = arg[len("--gin."):].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise JaxcptError(f"{arg}: missing value (use --gin.KEY=VALUE)")
+                value, i = argv[i + 1], i + 1
+            bindings.append(f"{key} = {value}")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, bindings

@@ -1,0 +1,55 @@
+"""Config dataclasses of a training run (gin binds these and `train()`; the library stays gin-free)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxcpt.train.checkpointing import CheckpointConfig
+from jaxcpt.train.optimizer import OptimizerConfig
+from jaxcpt.train.partitioning import MeshConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where batches come from: a registered seqio Task/Mixture, or synthetic rows (benchmarks)."""
+
+    mixture: str = "libreoffice_help"  # seqio Task or Mixture name ("synthetic": random rows)
+    # A corpus directory to register as `mixture` first (train/ + heldout/, one file a language);
+    # `languages` picks some of its languages, `alpha` is the sampling temperature exponent.
+    corpus_dir: str | None = None
+    languages: tuple[str, ...] | None = None
+    alpha: float = 0.3
+    eval_tasks: tuple[str, ...] = ()  # held-out tasks evaluated every `eval_every` steps
+    eval_heldout: bool = True  # also evaluate every held-out language task of the corpus
+    tokenizer: str | None = None  # HF tokenizer dir (default: the one of TrainConfig.init_from)
+    objective: str = "mlm"  # "mlm" | "span_corruption" | "ul2"
+    sequence_length: int = 128
+    target_length: int | None = None  # seq2seq targets (None: derived from the objective)
+    batch_size: int = 16  # global, over all processes
+    pack: bool = True
+    seed: int = 0
+    objective_options: tuple[tuple[str, Any], ...] = ()  # e.g. (("noise_density", 0.15),)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model_dir: str
+    steps: int = 1000
+    init_from: str | None = None  # HF dir, jaxcpt checkpoint or another run's MODEL_DIR (params only)
+    model: Any = None  # XLMRConfig | T5Config for a randomly initialised model (gin/models/*.gin)
+    data: DataConfig = DataConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    mesh: MeshConfig = MeshConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    dtype: str = "float32"  # compute dtype; parameters and optimizer state stay float32
+    dropout: bool = True
+    accumulation_steps: int = 1
+    trainable: str = "all"  # "all" | "embeddings" | "embeddings_and_head"
+    embeddings_only_steps: int = 0  # train only the embeddings first, then `trainable`
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate only at the end (if eval_tasks)
+    eval_batches: int = 4
+    seed: int = 0
+    tensorboard: bool = True
+    nan_check_every: int = 1  # steps between host checks of the loss (and always before a save)

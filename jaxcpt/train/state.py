@@ -1,0 +1,181 @@
+"""Building the model and the sharded train state: from an HF dir / checkpoint / run, or random init.
+
+The abstract model (nnx.eval_shape) gives the graphdef (with the compute dtype) and the logical
+axes of every parameter; shardings come from those. Random init runs under jit with the param
+shardings as out_shardings, so a large model is created directly sharded (no host copy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from jaxcpt.convert.hf import FAMILIES
+from jaxcpt.errors import JaxcptError
+from jaxcpt.train import partitioning
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass
+class ModelSetup:
+    graphdef: Any
+    config: Any  # XLMRConfig | T5Config
+    param_shardings: dict
+    abstract_params: dict  # ShapeDtypeStructs (with shardings)
+
+
+def compute_dtype(name: str):
+    if name not in DTYPES:
+        raise JaxcptError(f"dtype {name!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+DROPOUT_FIELDS = ("hidden_dropout", "attention_dropout", "dropout_rate")
+
+
+def source_config(init_from: str | None, model_config) -> Any:
+    """The model config of the run: from `init_from` (HF dir, jaxcpt checkpoint, run dir) or the
+    gin model config. With both, they must describe the same architecture (the gin config may
+    only change dropout rates)."""
+    if init_from is None:
+        if model_config is None:
+            raise JaxcptError("nothing to train: set train.init_from (HF dir or jaxcpt "
+                              "checkpoint) or a model config (gin/models/*.gin)")
+        return model_config
+    cfg = _config_of(pathlib.Path(init_from))
+    if model_config is None:
+        return cfg
+    overrides = {f: getattr(model_config, f) for f in DROPOUT_FIELDS if hasattr(cfg, f)}
+    wanted = dataclasses.replace(model_config, **{f: getattr(cfg, f) for f in overrides})
+    if wanted != cfg:
+        diff = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(wanted, f.name)]
+        raise JaxcptError(f"{init_from}: its model differs from the gin model config in "
+                          f"{', '.join(diff)}; drop the gin model file or fix it")
+    return dataclasses.replace(cfg, **overrides)
+
+
+def _config_of(path: pathlib.Path):
+    from jaxcpt.convert import checkpoint, hf_files
+    from jaxcpt.convert.hf import family_for
+
+    if (path / "checkpoints").is_dir() and (path / RUN_FILE).is_file():
+        return config_from_run_file(path)
+    if checkpoint.is_checkpoint(path):
+        meta = checkpoint.read_metadata(path)
+        family = family_for(meta.get("model_type"), str(path))
+        return family.CONFIG_CLASS(**meta["config"])
+    hf = hf_files.read_config(path)
+    family = family_for(hf.get("model_type"), str(path / "config.json"))
+    cfg = family.config_from_hf(hf, str(path / "config.json"))
+    from jaxcpt.convert.hf_files import read_tensors
+
+    if family.__name__.endswith(".t5"):  # tied or untied head depends on the tensors present
+        cfg = family.config_from_tensors(cfg, family.strip_prefix(read_tensors(path)), str(path))
+    return cfg
+
+
+RUN_FILE = "jaxcpt_run.json"
+
+
+def config_from_run_file(run_dir: pathlib.Path):
+    import json
+
+    from jaxcpt.convert.hf import family_for
+
+    meta = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    return family_for(meta["model_type"], str(run_dir)).CONFIG_CLASS(**meta["config"])
+
+
+def model_setup(cfg, mesh: Mesh, dtype) -> ModelSetup:
+    family = FAMILIES[cfg.model_type]
+    abstract = nnx.eval_shape(lambda: family.MODEL_CLASS(cfg, dtype=dtype, param_dtype=jnp.float32,
+                                                         rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    specs = partitioning.param_specs(state)
+    shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+    shapes = nnx.to_pure_dict(state)
+    abstract_params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                   shapes, shardings)
+    return ModelSetup(graphdef, cfg, shardings, abstract_params)
+
+
+def random_params(setup: ModelSetup, seed: int) -> dict:
+    family = FAMILIES[setup.config.model_type]
+
+    def init():
+        model = family.MODEL_CLASS(setup.config, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
+        return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+    return jax.jit(init, out_shardings=setup.param_shardings)()
+
+
+def loaded_params(setup: ModelSetup, init_from: str) -> dict:
+    """Params only (partial restore) from an HF dir, a jaxcpt checkpoint, or another run's MODEL_DIR."""
+    path = pathlib.Path(init_from)
+    from jaxcpt.convert import checkpoint
+    from jaxcpt.convert.hf import load_hf
+
+    if (path / "checkpoints").is_dir():
+        return run_params(setup, path)
+    model = (checkpoint.load_checkpoint(path) if checkpoint.is_checkpoint(path)
+             else load_hf(path))
+    host = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    _check_shapes(host, setup.abstract_params, init_from)
+    return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, np.float32), s), host,
+                        setup.param_shardings)
+
+
+def run_params(setup: ModelSetup, run_dir: pathlib.Path) -> dict:
+    from jaxcpt.train.checkpointing import CheckpointConfig, Checkpoints
+
+    ckpts = Checkpoints(run_dir, CheckpointConfig(async_save=False))
+    steps = ckpts.steps()
+    if not steps:
+        raise JaxcptError(f"{run_dir}: no checkpoints to start from")
+    import orbax.checkpoint as ocp
+
+    restored = ckpts.manager.restore(steps[-1], args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item={"params": setup.abstract_params},
+            restore_args={"params": jax.tree.map(
+                lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), setup.abstract_params)},
+            partial_restore=True)))
+    ckpts.close()
+    return restored.state["params"]
+
+
+def _check_shapes(host: dict, abstract: dict, source: str) -> None:
+    flat_host = dict(jax.tree_util.tree_flatten_with_path(host)[0])
+    for path, spec in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        got = flat_host.get(path)
+        if got is None or tuple(got.shape) != tuple(spec.shape):
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            raise JaxcptError(f"{source}: parameter {name} has shape "
+                              f"{None if got is None else tuple(got.shape)}, the run's model "
+                              f"expects {tuple(spec.shape)}")
+
+
+def state_shardings(setup: ModelSetup, optimizer, mesh: Mesh) -> dict:
+    replicated = partitioning.replicated(mesh)
+    abstract_opt = jax.eval_shape(optimizer.init, setup.abstract_params)
+    import optax
+
+    opt_shardings = optax.tree_utils.tree_map_params(
+        optimizer, lambda _, s: s, abstract_opt, setup.param_shardings,
+        transform_non_params=lambda _: replicated)
+    return {"step": replicated, "params": setup.param_shardings, "opt_state": opt_shardings}
+
+
+def abstract_state(setup: ModelSetup, optimizer, shardings: dict) -> dict:
+    shapes = jax.eval_shape(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
+                                       "opt_state": optimizer.init(p)}, setup.abstract_params)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        shapes, shardings)

@@ -1,0 +1,123 @@
+"""The sharded train step: same losses on every mesh, real shardings, accumulation, freezing.
+
+Runs on the 8 fake CPU devices configured in conftest.py.
+"""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from jaxcpt import sharding
+from jaxcpt.models import T5Config, XLMRConfig
+from jaxcpt.train import optimizer as opt_lib
+from jaxcpt.train import partitioning, state as state_lib, synthetic
+from jaxcpt.train.data import to_global
+from jaxcpt.train.objectives import batch_fields
+from jaxcpt.train.step import make_train_step
+
+TINY = XLMRConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                  max_position_embeddings=40, hidden_dropout=0.0, attention_dropout=0.0)
+TINY_K = TINY.replace(num_primitives=8)
+TINY_T5 = T5Config(vocab_size=200, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                   feed_forward_proj="gated-gelu", tie_word_embeddings=False, model_type="mt5",
+                   dropout_rate=0.0)
+MESHES = [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)]
+
+
+def _batches(cfg, n, batch_size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    if cfg.model_type == "mt5":
+        return [synthetic.seq2seq_batch(rng, batch_size=batch_size, sequence_length=16,
+                                        target_length=6, vocab_size=cfg.vocab_size,
+                                        num_languages=2) for _ in range(n)]
+    return [synthetic.mlm_batch(rng, batch_size=batch_size, sequence_length=16,
+                                vocab_size=cfg.vocab_size, num_languages=2) for _ in range(n)]
+
+
+def _run(cfg, mesh_shape, batches, *, accumulation=1, trainable="all", lr=3e-3):
+    devices = jax.devices()[:int(np.prod(mesh_shape))]
+    mesh = partitioning.make_mesh(
+        partitioning.MeshConfig(*mesh_shape), devices=devices)
+    setup = state_lib.model_setup(cfg, mesh, np.float32)
+    optimizer, schedule = opt_lib.make_optimizer(
+        opt_lib.OptimizerConfig(learning_rate=lr, warmup_steps=0, decay="constant"),
+        setup.abstract_params, len(batches))
+    shardings = state_lib.state_shardings(setup, optimizer, mesh)
+    params = state_lib.random_params(setup, seed=0)
+    state = jax.jit(lambda p: {"step": jax.numpy.zeros((), jax.numpy.int32), "params": p,
+                               "opt_state": optimizer.init(p)}, out_shardings=shardings)(params)
+    mask = opt_lib.trainable_mask(setup.abstract_params, cfg.model_type, trainable)
+    step = jax.jit(make_train_step(setup.graphdef, optimizer, schedule, model_type=cfg.model_type,
+                                   num_languages=2, accumulation_steps=accumulation,
+                                   trainable=mask, dropout=False),
+                   in_shardings=(shardings, None), out_shardings=(shardings, None))
+    losses = []
+    with sharding.axis_rules(mesh, partitioning.LOGICAL_RULES):
+        for batch in batches:
+            state, metrics = step(state, to_global(batch, mesh, batch_fields(cfg.model_type)))
+            losses.append(float(metrics["loss"]))
+    return np.array(losses), state, params
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_K, TINY_T5], ids=["xlmr", "xlmr-factorized", "mt5"])
+def test_same_losses_on_every_mesh_and_params_really_sharded(cfg):
+    batches = _batches(cfg, 2) * 10  # two batches, memorised: the loss must fall
+    reference, _, _ = _run(cfg, MESHES[0], batches)
+    assert reference[-1] < reference[0]  # it learns
+    for shape in MESHES[1:]:
+        losses, state, _ = _run(cfg, shape, batches)
+        rel = np.abs(losses - reference) / np.abs(reference)
+        assert rel[0] <= 1e-6 and rel.max() <= 1e-4, (shape, rel)
+        if shape == (2, 2, 2):
+            params = state["params"]
+            if cfg.model_type == "mt5":
+                assert params["shared"]["embedding"].sharding.spec == P("tensor", "fsdp")
+                wi = params["encoder"]["layers"][0]["mlp"]["wi_0"]["kernel"]
+                assert wi.sharding.spec == P("fsdp", "tensor")
+            else:
+                word = params["embeddings"]["word"]
+                if cfg.num_primitives:
+                    assert word["coordinates"].sharding.spec == P("tensor", None)
+                    assert word["primitives"].sharding.spec == P(None, "fsdp")
+                else:
+                    assert word["embedding"].sharding.spec == P("tensor", "fsdp")
+                query = params["layers"][0]["attention"]["query"]["kernel"]
+                assert query.sharding.spec == P("fsdp", "tensor", None)
+                # Adam moments follow their parameters.
+                mu = state["opt_state"][1][0].mu["layers"][0]["wi"]["kernel"]
+                assert mu.sharding.spec == P("fsdp", "tensor")
+                assert len(query.sharding.device_set) == 8
+
+
+def test_gradient_accumulation_equals_one_large_step():
+    batch = _batches(TINY, 1, batch_size=16, seed=3)
+    one, state_one, _ = _run(TINY, (1, 1, 1), batch)
+    four, state_four, _ = _run(TINY, (1, 1, 1), batch, accumulation=4)
+    assert abs(one[0] - four[0]) <= 1e-5
+    diffs = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                         state_one["params"], state_four["params"])
+    assert max(jax.tree.leaves(diffs)) <= 1e-5
+
+
+def test_embeddings_only_phase_leaves_other_params_bit_unchanged():
+    batches = _batches(TINY_K, 3)
+    _, state, initial = _run(TINY_K, (2, 2, 2), batches, trainable="embeddings")
+    initial = jax.device_get(initial)
+    final = jax.device_get(state["params"])
+    for path, value in jax.tree_util.tree_flatten_with_path(final)[0]:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        before = dict(jax.tree_util.tree_flatten_with_path(initial)[0])[path]
+        if name.startswith("embeddings/word/"):
+            assert not np.array_equal(value, before), name
+        else:
+            assert np.array_equal(value, before), name  # bitwise, incl. no weight decay
+
+
+def test_impossible_mesh_is_a_one_line_error():
+    from jaxcpt.errors import JaxcptError
+
+    with pytest.raises(JaxcptError, match="needs 12 devices but 8 are available"):
+        partitioning.MeshConfig(2, 3, 2).shape(8)
+    with pytest.raises(JaxcptError, match="not a multiple of 3"):
+        partitioning.MeshConfig(-1, 3, 1).shape(8)
