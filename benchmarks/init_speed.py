@@ -165,12 +165,13 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the realistic sizes (250k/400k pieces, 4M words)")
     parser.add_argument("--dims", type=lambda s: tuple(int(x) for x in s.split(",")),
-                        default=(100, 200, 400))
+                        default=(100, 200, 400), help="k values (default 100,200,400)")
     parser.add_argument("--word-fraction", type=float, default=0.01,
                         help="share of the word list the official word loop actually runs")
     parser.add_argument("--row-fraction", type=float, default=0.02,
                         help="share of the 1024-row target blocks the official row loop runs")
-    parser.add_argument("--skip-official", action="store_true")
+    parser.add_argument("--skip-official", action="store_true",
+                        help="time jaxcpt only (e.g. to see its peak RSS at a larger scale)")
     parser.add_argument("--workdir", type=pathlib.Path, default=None,
                         help="where the synthetic data goes (default: a temporary directory)")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="write the report here")

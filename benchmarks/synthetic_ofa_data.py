@@ -56,10 +56,14 @@ def vocabularies(rng, num_source: int, num_target: int) -> tuple[list, list]:
     case_variants = [p[:1] + p[1:2].upper() + p[2:] if p.startswith("▁") else p.capitalize()
                      for p in body[:num_case * 2]]
     case_variants = [p for p in dict.fromkeys(case_variants) if p not in known][:num_case]
-    fresh = random_strings(rng, num_new - len(case_variants), 2, 8, known | set(case_variants),
-                           target_p)
-    fresh = ["▁" + s if i % 3 == 0 else s for i, s in enumerate(fresh)]
-    new = case_variants + fresh
+    taken = known | set(case_variants)
+    fresh: list[str] = []
+    while len(fresh) < num_new - len(case_variants):   # every piece string exactly once
+        batch = random_strings(rng, num_new, 2, 8, set(), target_p)
+        batch = ["▁" + s if i % 3 == 0 else s for i, s in enumerate(batch)]
+        fresh += [s for s in dict.fromkeys(batch) if s not in taken]
+        taken |= set(fresh)
+    new = case_variants + fresh[: num_new - len(case_variants)]
     target = source + list(zip(new, (-rng.uniform(3.0, 14.0, len(new))).tolist()))
     return source + [("<mask>", 0.0)], target + [("<mask>", 0.0)]
 

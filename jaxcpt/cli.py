@@ -42,7 +42,13 @@ def cmd_fetch_demo_model(args) -> None:
 def cmd_demo(args) -> None:
     from jaxcpt.demo import run_demo
 
-    run_demo(pathlib.Path(args.out), cache=pathlib.Path(args.cache) if args.cache else None)
+    from jaxcpt.demo import DEFAULT_LANGS, default_docs_dir
+
+    langs = tuple(x for x in args.languages.split(",") if x) if args.languages else DEFAULT_LANGS
+    docs = pathlib.Path(args.docs) if args.docs else default_docs_dir()
+    run_demo(pathlib.Path(args.out), cache=pathlib.Path(args.cache) if args.cache else None,
+             steps=args.steps if args.steps else (10 if args.quick else 60), full=args.full,
+             languages=langs, quick=args.quick, docs=docs)
 
 
 # Modules that add their own subcommands: each defines `add_commands(subparsers)` and keeps its
@@ -85,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--cache", default=None,
                    help="where converted demo models are cached (default: ~/.cache/jaxcpt)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="continued-pretraining steps per run (default 60; 10 with --quick)")
+    p.add_argument("--full", action="store_true",
+                   help="train all parameters (default: embeddings + MLM head, encoder frozen)")
+    p.add_argument("--languages", default=None,
+                   help="comma-separated new languages of the shipped corpus "
+                        "(default: de,ru,el,hi,ja,ko,zh-CN,km)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 10 steps, smaller evaluation subsets")
+    p.add_argument("--docs", default=None,
+                   help="also write demo_report.md + demo_loss.png here (default: docs/ when run "
+                        "from the jaxcpt repository root)")
     p.set_defaults(func=cmd_demo)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)

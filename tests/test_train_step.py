@@ -60,12 +60,16 @@ def _run(cfg, mesh_shape, batches, *, accumulation=1, trainable="all", lr=3e-3):
     return np.array(losses), state, params
 
 
-@pytest.mark.parametrize("cfg", [TINY, TINY_K, TINY_T5], ids=["xlmr", "xlmr-factorized", "mt5"])
-def test_same_losses_on_every_mesh_and_params_really_sharded(cfg):
+# The dense XLM-R runs on every mesh; the factorized and T5 variants (same code paths plus their
+# own parameter layouts) on the single device and the 3-axis mesh, to keep the suite fast.
+@pytest.mark.parametrize("cfg, meshes", [(TINY, MESHES), (TINY_K, MESHES[::3]),
+                                         (TINY_T5, MESHES[::3])],
+                         ids=["xlmr", "xlmr-factorized", "mt5"])
+def test_same_losses_on_every_mesh_and_params_really_sharded(cfg, meshes):
     batches = _batches(cfg, 2) * 10  # two batches, memorised: the loss must fall
-    reference, _, _ = _run(cfg, MESHES[0], batches)
+    reference, _, _ = _run(cfg, meshes[0], batches)
     assert reference[-1] < reference[0]  # it learns
-    for shape in MESHES[1:]:
+    for shape in meshes[1:]:
         losses, state, _ = _run(cfg, shape, batches)
         rel = np.abs(losses - reference) / np.abs(reference)
         assert rel[0] <= 1e-6 and rel.max() <= 1e-4, (shape, rel)

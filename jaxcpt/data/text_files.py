@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import pathlib
 
 from jaxcpt.errors import JaxcptError
@@ -10,7 +10,12 @@ from jaxcpt.errors import JaxcptError
 
 def shipped_corpus(name: str = "libreoffice_help") -> pathlib.Path:
     """Directory of a corpus committed under tasks/corpora (splits `train/` and `heldout/`)."""
-    path = pathlib.Path(str(importlib.resources.files("tasks") / "corpora" / name))
+    # find_spec locates the package without importing it: importing `tasks` registers seqio
+    # tasks and loads TensorFlow, which readers of plain files must not pay for.
+    spec = importlib.util.find_spec("tasks")
+    if spec is None or not spec.submodule_search_locations:
+        raise JaxcptError("the `tasks` package (shipped corpora) is not installed")
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "corpora" / name
     if not path.is_dir():
         raise JaxcptError(f"{path}: shipped corpus {name!r} not found")
     return path

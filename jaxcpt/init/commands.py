@@ -27,9 +27,11 @@ def cmd_init_embeddings(args) -> None:
         exclude_special_neighbors=args.exclude_special_neighbors, fmt=args.format,
         allow_non_extension=args.allow_non_extension, **options)
     print(json.dumps(stats, indent=2))
-    print(f"init-embeddings: {args.method} k={stats['k']}: {stats.get('copied', '?')} copied, "
-          f"{stats.get('neighbors', 0)} from neighbours, {stats.get('random', 0)} random "
-          f"-> {args.out}")
+    detail = ", ".join(f"{stats[key]} {label}" for key, label in
+                       (("neighbors", "from neighbours"), ("random", "random"))
+                       if key in stats)
+    print(f"init-embeddings: {args.method} k={stats['k']}: {stats.get('copied', '?')} copied of "
+          f"{stats.get('target_tokens', '?')}{', ' + detail if detail else ''} -> {args.out}")
 
 
 def add_commands(subparsers) -> None:

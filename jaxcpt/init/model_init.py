@@ -186,6 +186,7 @@ def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str
              "source_model": str(model_path), "target_tokenizer": str(target_dir),
              "word_vectors": None if word_vectors is None else str(word_vectors),
              "exclude_special_neighbors": exclude_special_neighbors, "seed": seed,
+             "source_tokens": num_source, "target_tokens": len(target_tok),
              **extension, **{key: v for key, v in result.stats.items()}}
     with fresh_output_dir(out) as tmp:
         if fmt == "hf":

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
-import shutil
 import sys
 from typing import Any
 
@@ -98,14 +96,16 @@ class Checkpoints:
               "moving it to checkpoints_corrupt/ and trying the previous one", file=sys.stderr,
               flush=True)
         if jax.process_index() == 0:
-            source = pathlib.Path(str(self.root / str(step)))
-            dest = pathlib.Path(str(self.root.parent / "checkpoints_corrupt"))
+            dest = self.root.parent / "checkpoints_corrupt"
             dest.mkdir(parents=True, exist_ok=True)
-            target = dest / str(step)
-            suffix = 1
+            target, suffix = dest / str(step), 1
             while target.exists():
                 target, suffix = dest / f"{step}.{suffix}", suffix + 1
-            shutil.move(str(source), str(target))
+            (self.root / str(step)).rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jaxcpt-quarantine-{step}")
         self.manager.reload()
 
     def reached_preemption(self, step: int) -> bool:

@@ -67,15 +67,14 @@ def cmd_train(args, gin_bindings: list[str]) -> None:
     from jaxcpt.train.loop import train
 
     config = parse_gin(args.gin_file, gin_bindings)
-    model_dir = pathlib.Path(config.model_dir)
+    model_dir = config.model_dir
     if args.dry_run:
         from jaxcpt.train.plan import describe_plan
 
         print(describe_plan(config, num_devices=args.devices))
         return
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "config.gin").write_text(gin.config_str(), encoding="utf-8")
-    summary = train(config)
+    # The effective config is written once the run directory is known to be ours.
+    summary = train(config, run_files={"config.gin": gin.config_str()})
     last = summary["history"][-1]["loss"] if summary["history"] else float("nan")
     print(f"jaxcpt train: {'preempted at' if summary['preempted'] else 'finished'} step "
           f"{summary['final_step']} (last loss {last:.4f}); checkpoints in {model_dir}/checkpoints",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import signal
 import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from jaxcpt import sharding
 from jaxcpt.errors import JaxcptError
@@ -51,12 +51,12 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def _check_run_dir(model_dir: pathlib.Path, model_cfg) -> None:
+def _check_run_dir(model_dir: epath.Path, model_cfg) -> None:
     """Refuse a MODEL_DIR that belongs to a different model; record ours on first use."""
     run_file = model_dir / state_lib.RUN_FILE
     ours = {"model_type": model_cfg.model_type, "config": dataclasses.asdict(model_cfg)}
     if run_file.is_file():
-        theirs = json.loads(run_file.read_text(encoding="utf-8"))
+        theirs = json.loads(run_file.read_text())
         if theirs != json.loads(json.dumps(ours)):
             raise JaxcptError(f"{model_dir}: holds a run of a different model ({theirs['model_type']}, "
                               f"vocab {theirs['config'].get('vocab_size')}); use a new MODEL_DIR")
@@ -66,7 +66,7 @@ def _check_run_dir(model_dir: pathlib.Path, model_cfg) -> None:
         if (model_dir / "checkpoints").exists():
             raise JaxcptError(f"{model_dir}: has checkpoints but no {state_lib.RUN_FILE}; use a "
                               "new MODEL_DIR")
-        run_file.write_text(json.dumps(ours, indent=2) + "\n", encoding="utf-8")
+        run_file.write_text(json.dumps(ours, indent=2) + "\n")
 
 
 def _host_metrics(pending: list[dict], step0: int, languages) -> list[dict]:
@@ -86,9 +86,12 @@ def _host_metrics(pending: list[dict], step0: int, languages) -> list[dict]:
     return rows
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training; returns a summary (final step, last losses, eval results)."""
-    model_dir = pathlib.Path(cfg.model_dir)
+def train(cfg: TrainConfig, run_files: dict[str, str] | None = None) -> dict:
+    """Run (or resume) training; returns a summary (final step, last losses, eval results).
+
+    `run_files` (name → text, e.g. the effective gin config) are written into MODEL_DIR once it
+    is known to belong to this model."""
+    model_dir = epath.Path(cfg.model_dir)  # local or gs:// (every file below goes through epath)
     model_cfg = state_lib.source_config(cfg.init_from, cfg.model)
     mesh = partitioning.make_mesh(cfg.mesh)
     partitioning.check_batch_divisible(cfg.data.batch_size, mesh)
@@ -96,6 +99,9 @@ def train(cfg: TrainConfig) -> dict:
         raise JaxcptError(f"batch size {cfg.data.batch_size} is not divisible by "
                           f"accumulation_steps={cfg.accumulation_steps}")
     _check_run_dir(model_dir, model_cfg)
+    if jax.process_index() == 0:
+        for name, text in (run_files or {}).items():
+            (model_dir / name).write_text(text)
     setup = state_lib.model_setup(model_cfg, mesh, state_lib.compute_dtype(cfg.dtype))
     optimizer, lr = opt_lib.make_optimizer(cfg.optimizer, setup.abstract_params, cfg.steps)
     shardings = state_lib.state_shardings(setup, optimizer, mesh)

@@ -9,10 +9,10 @@ attention. Embedding lookups are free.
 from __future__ import annotations
 
 import json
-import pathlib
 import time
 
 import numpy as np
+from etils import epath
 
 # Dense bf16 peak FLOP/s per device (vendor numbers, no sparsity).
 DEVICE_PEAK_FLOPS = {
@@ -69,9 +69,9 @@ class MetricsWriter:
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(str(pathlib.Path(model_dir) / "tensorboard"), flush_secs=10)
+            self.writer = SummaryWriter(str(epath.Path(model_dir) / "tensorboard"), flush_secs=10)
         if enabled:  # every step's host metrics, appended (a resumed run continues the file)
-            self.jsonl = open(pathlib.Path(model_dir) / "metrics.jsonl", "a", encoding="utf-8")
+            self.jsonl = (epath.Path(model_dir) / "metrics.jsonl").open("a")
 
     def record(self, step: int, row: dict) -> None:
         if self.jsonl is not None:

@@ -33,9 +33,11 @@ class OptimizerConfig:
     b2: float = 0.98
     eps: float = 1e-6
     clip_norm: float | None = 1.0
+    schedule_steps: int | None = None  # length of the schedule (default: TrainConfig.steps)
 
 
 def schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+    total_steps = cfg.schedule_steps or total_steps
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     end = cfg.learning_rate * cfg.end_learning_rate_fraction
     decay_steps = max(total_steps - warmup, 1)

