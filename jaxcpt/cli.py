@@ -48,7 +48,7 @@ def cmd_demo(args) -> None:
     docs = pathlib.Path(args.docs) if args.docs else default_docs_dir()
     run_demo(pathlib.Path(args.out), cache=pathlib.Path(args.cache) if args.cache else None,
              steps=args.steps if args.steps else (10 if args.quick else 60), full=args.full,
-             languages=langs, quick=args.quick, docs=docs)
+             languages=langs, quick=args.quick, docs=docs, learning_rate=args.learning_rate)
 
 
 # Modules that add their own subcommands: each defines `add_commands(subparsers)` and keeps its
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--languages", default=None,
                    help="comma-separated new languages of the shipped corpus "
                         "(default: de,ru,el,hi,ja,ko,zh-CN,km)")
+    p.add_argument("--learning-rate", type=float, default=2e-4,
+                   help="peak learning rate of continued pretraining (default 2e-4)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 10 steps, smaller evaluation subsets")
     p.add_argument("--docs", default=None,

@@ -20,6 +20,10 @@ from jaxcpt import demo_stages as stages
 
 DEFAULT_LANGS = ("de", "ru", "el", "hi", "ja", "ko", "zh-CN", "km")  # 7 scripts
 VOCAB_SIZE = 16000
+# Adam moves every embedding that gets a gradient by ~lr per step: 2e-3 for 60 steps moved them by
+# most of their scale (std 0.085) and retrieval collapsed (0.62 → 0.13 for OFA k=100); 2e-4 keeps
+# the cross-lingual alignment OFA gives while the MLM loss still drops.
+LEARNING_RATE = 2e-4
 TIMINGS_FILE = "timings.json"
 
 
@@ -39,24 +43,26 @@ class StageTimer:
         """`with timer.stage(...) as run: if run: ...` — run is False when `output` exists."""
         number = len(self.rows) + 1
         if output is not None and self.done(output):
-            seconds = self.previous.get(name, {}).get("seconds")
+            before = self.previous.get(name, {})
             print(f"== [{number}] {name}: reused {output}", flush=True)
-            self.rows.append({"stage": name, "seconds": seconds, "reused": True})
+            self.rows.append({"stage": name, "seconds": before.get("seconds"),
+                              "cpu_seconds": before.get("cpu_seconds"), "reused": True})
             yield False
             return
         print(f"== [{number}] {name}", flush=True)
-        started = time.time()
+        started, cpu_started = time.time(), time.process_time()
         yield True
-        seconds = time.time() - started
-        self.rows.append({"stage": name, "seconds": seconds, "reused": False})
-        self.previous[name] = {"seconds": seconds}
+        seconds, cpu = time.time() - started, time.process_time() - cpu_started
+        self.rows.append({"stage": name, "seconds": seconds, "cpu_seconds": cpu, "reused": False})
+        self.previous[name] = {"seconds": seconds, "cpu_seconds": cpu}
         stages.write_json(self.path, self.previous)
         print(f"   done in {seconds:.1f}s", flush=True)
 
 
 def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None, *,
              steps: int = 60, full: bool = False, languages=DEFAULT_LANGS,
-             quick: bool = False, docs: pathlib.Path | None = None) -> pathlib.Path:
+             quick: bool = False, docs: pathlib.Path | None = None,
+             learning_rate: float = LEARNING_RATE) -> pathlib.Path:
     from jaxcpt.convert.demo_model import REPORT_FILE, cached_demo_model
     from jaxcpt.data.text_files import shipped_corpus
     from jaxcpt.errors import JaxcptError
@@ -70,6 +76,9 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
         raise JaxcptError(f"--steps must be positive (got {steps})")
     sequences, pairs = (2, 40) if quick else (4, 100)
     out.mkdir(parents=True, exist_ok=True)
+    tag = ("-full" if full else "") + ("" if learning_rate == LEARNING_RATE
+                                       else f"-lr{learning_rate:g}")
+    check_settings(out / "settings.json", {"languages": list(langs), "vocab_size": VOCAB_SIZE})
     corpus = shipped_corpus()
     timer = StageTimer(out)
     started = time.time()
@@ -93,8 +102,8 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
     tokenizer = stages.load_tokenizer(tok_dir)
     results: dict[str, dict] = {}
 
-    def evaluate(key: str, model_fn, tok):
-        path = out / "eval" / f"{key}.json"
+    def evaluate(key: str, model_fn, tok, suffix: str = ""):
+        path = out / ("eval-quick" if quick else "eval") / f"{key}{suffix}.json"
         with timer.stage(f"evaluate {key}", path) as run:
             results[key] = (stages.eval_stage(model_fn(), tok, langs, corpus, path, sequences,
                                               pairs) if run else json.loads(path.read_text()))
@@ -106,36 +115,53 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
     for name in inits:
         evaluate(f"{name} step 0", lambda n=name: load_hf(out / "init" / n), tokenizer)
     runs = ("ofa-100", "random")
+    # settings in the names: a re-run with other --steps/--full/--quick never reuses stale stages
+    train_dirs = {n: out / "train" / f"{n}-{steps}steps{tag}" for n in runs}
     for name in runs:
-        run_dir = out / "train" / name
+        run_dir = train_dirs[name]
         with timer.stage(f"continued pretraining {name}: {steps} steps "
                          f"({'all parameters' if full else 'embeddings + head'})",
                          run_dir / stages.SUMMARY_FILE) as run:
             if run:
-                stages.train_stage(out / "init" / name, run_dir, langs, steps, full)
+                stages.train_stage(out / "init" / name, run_dir, langs, steps, full,
+                                   learning_rate)
     trained = {}
 
     def trained_model(name):
         if name not in trained:
-            trained[name] = stages.trained_model(out / "init" / name, out / "train" / name)
+            trained[name] = stages.trained_model(out / "init" / name, train_dirs[name])
         return trained[name]
 
     for name in runs:
-        evaluate(f"{name} step {steps}", lambda n=name: trained_model(n), tokenizer)
-    check_file = out / "export_check.json"
+        evaluate(f"{name} step {steps}", lambda n=name: trained_model(n), tokenizer, tag)
+    check_file = out / f"export-{steps}{tag}.json"
     with timer.stage("export ofa-100 to Hugging Face and check with transformers",
                      check_file) as run:
         if run:
-            stages.export_stage(trained_model("ofa-100"), tok_dir, out / "export", check_file,
-                                tokenizer)
+            stages.export_stage(trained_model("ofa-100"), tok_dir, out / f"export-{steps}{tag}",
+                                check_file, tokenizer)
     export = json.loads(check_file.read_text())
     demo = DemoResults(langs=langs, steps=steps, full=full, warmup=warmup, results=results,
-                       curves={n: stages.training_curve(out / "train" / n) for n in runs},
+                       learning_rate=learning_rate,
+                       curves={n: stages.training_curve(train_dirs[n]) for n in runs},
                        export=export, timings=timer.rows, total_seconds=time.time() - started,
                        vocab=json.loads((tok_dir / "vocab_report.json").read_text()))
     report = write_report(out, demo, docs=docs)
     print(f"report: {report}", flush=True)
     return report
+
+
+def check_settings(path: pathlib.Path, settings: dict) -> None:
+    """The vocabulary (and all that follows) depends on the languages: refuse to mix runs."""
+    from jaxcpt.errors import JaxcptError
+
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != settings:
+            raise JaxcptError(f"{path.parent}: holds a demo with {before}, not {settings}; "
+                              "use another --out (or the same --languages)")
+    else:
+        stages.write_json(path, settings)
 
 
 def default_docs_dir() -> pathlib.Path | None:

@@ -60,7 +60,7 @@ def init_stage(model_dir, tokenizer_dir, out: pathlib.Path, method: str, dim: in
 
 
 def train_stage(init_dir: pathlib.Path, run_dir: pathlib.Path, langs, steps: int, full: bool,
-                seed: int = 0) -> dict:
+                learning_rate: float, seed: int = 0) -> dict:
     """Continued pretraining from `init_dir` (resumes an interrupted run in `run_dir`)."""
     from jaxcpt.train.checkpointing import CheckpointConfig
     from jaxcpt.train.config import DataConfig, TrainConfig
@@ -72,13 +72,13 @@ def train_stage(init_dir: pathlib.Path, run_dir: pathlib.Path, langs, steps: int
         data=DataConfig(mixture="demo_cpt", corpus_dir="shipped:libreoffice_help",
                         languages=tuple(langs), sequence_length=128, batch_size=16,
                         eval_heldout=True, seed=seed),
-        optimizer=OptimizerConfig(learning_rate=2e-3, warmup_steps=min(8, max(steps // 4, 1))),
+        optimizer=OptimizerConfig(learning_rate=learning_rate, warmup_steps=min(8, max(steps // 4, 1))),
         checkpoint=CheckpointConfig(every_steps=steps, keep=1, async_save=False),
         dtype="float32", dropout=False, trainable="all" if full else "embeddings_and_head",
         log_every=10, eval_every=max(steps // 2, 1), eval_batches=2, seed=seed, tensorboard=True)
     summary = train(cfg)
     kept = {"final_step": summary["final_step"], "eval": summary["eval"],
-            "trainable": cfg.trainable, "steps": steps, "languages": list(langs)}
+            "trainable": cfg.trainable, "steps": steps, "learning_rate": learning_rate, "languages": list(langs)}
     write_json(run_dir / SUMMARY_FILE, kept)
     return kept
 
@@ -162,8 +162,9 @@ def export_stage(model, tokenizer_dir: pathlib.Path, out: pathlib.Path, check: p
     from jaxcpt.convert.hf import save_hf
     from jaxcpt.convert.hf_files import fresh_output_dir
 
-    with fresh_output_dir(out) as tmp:
-        save_hf(model, tmp, tokenizer=tokenizer_dir)
+    if not (out / "config.json").exists():  # an earlier invocation may have stopped after it
+        with fresh_output_dir(out) as tmp:
+            save_hf(model, tmp, tokenizer=tokenizer_dir)
     peer = AutoModelForMaskedLM.from_pretrained(str(out)).eval()
     batch = tokenizer(["Wählen Sie Format - Zeichen.", "Выберите команду Формат.",
                        "書式 - 文字 を選択します。"], padding=True, return_tensors="np")

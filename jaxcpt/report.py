@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import shutil
 
@@ -21,6 +22,7 @@ class DemoResults:
     timings: list[dict]
     total_seconds: float
     vocab: dict  # vocab_report.json of the extension
+    learning_rate: float = 2e-4
 
 
 def _cell(row: dict | None, key: str, fmt: str) -> str:
@@ -74,6 +76,18 @@ def summary_lines(demo: DemoResults) -> list[str]:
     return lines
 
 
+def unk_note(demo: DemoResults) -> list[str]:
+    rates = [row.get("unk_rate") or 0.0
+             for row in demo.results.get(UNADAPTED, {}).get("languages", {}).values()]
+    if not rates:
+        return []
+    return [f"The unadapted model's MLM loss covers only the positions its en+pt vocabulary can "
+            f"represent (`<unk>` is never masked; up to {max(rates):.0%} of its tokens are `<unk>` "
+            "for the new languages), so it is not comparable with the extended models' loss; "
+            f"an extended model's loss starts near ln(vocabulary) = "
+            f"{math.log(max(demo.vocab.get('merged_hf_vocab_size') or 2, 2)):.1f} for a guess.", ""]
+
+
 def plot_curves(demo: DemoResults, path: pathlib.Path) -> None:
     import matplotlib
 
@@ -104,11 +118,15 @@ def plot_curves(demo: DemoResults, path: pathlib.Path) -> None:
 
 
 def timing_lines(demo: DemoResults) -> list[str]:
-    lines = ["| stage | seconds |", "|---|---:|"]
+    """Wall seconds and the process's CPU seconds (all threads): on a loaded machine the wall time
+    grows, the CPU time hardly does — CPU seconds / cores is what an idle machine would need."""
+    lines = ["| stage | wall seconds | CPU seconds |", "|---|---:|---:|"]
     for row in demo.timings:
-        seconds = "–" if row["seconds"] is None else f"{row['seconds']:.1f}"
-        lines.append(f"| {row['stage']} | {seconds}{' (reused)' if row['reused'] else ''} |")
-    return lines + [f"| **total (this invocation)** | {demo.total_seconds:.1f} |"]
+        wall, cpu = row.get("seconds"), row.get("cpu_seconds")
+        lines.append(f"| {row['stage']} | {'–' if wall is None else f'{wall:.1f}'}"
+                     f"{' (reused)' if row['reused'] else ''} | "
+                     f"{'–' if cpu is None else f'{cpu:.1f}'} |")
+    return lines + [f"| **total (this invocation)** | {demo.total_seconds:.1f} | |"]
 
 
 def report_text(demo: DemoResults, plot_name: str) -> str:
@@ -123,7 +141,8 @@ def report_text(demo: DemoResults, plot_name: str) -> str:
         f"{w.get('heldout_accuracy_before', 0):.3f}).",
         f"Vocabulary extended to {', '.join(demo.langs)} (+{demo.vocab.get('added_pieces')} pieces, "
         f"{demo.vocab.get('merged_hf_vocab_size')} in all). Continued pretraining: {demo.steps} steps "
-        f"of 16×128 tokens, {'all parameters' if demo.full else 'embeddings + MLM head (encoder frozen)'}, "
+        f"of 16×128 tokens at peak learning rate {demo.learning_rate:g}, "
+        f"{'all parameters' if demo.full else 'embeddings + MLM head (encoder frozen)'}, "
         "same data and seed for both runs.",
         f"Evaluation on subsets of the held-out split: {options.get('max_sequences')} sequences × "
         f"{options.get('seq_len')} tokens per language for MLM; {options.get('max_pairs')} pairs per "
@@ -131,6 +150,7 @@ def report_text(demo: DemoResults, plot_name: str) -> str:
         f"{first.get('layer')} states, the last layer: e5 is trained as a retrieval model on it).",
         "", "## Summary", "", *summary_lines(demo), "", "## Results", "",
         *metric_table(demo, "loss", ".2f", "Held-out MLM loss (lower is better)"),
+        *unk_note(demo),
         *metric_table(demo, "accuracy", ".3f", "Held-out masked-token accuracy"),
         *metric_table(demo, "mean", ".3f", "Retrieval top-1 vs en-US (mean of both directions)"),
         f"![loss curves]({plot_name})", "",

@@ -32,7 +32,7 @@ def _demo():
                 "heldout_accuracy_before": 0.0},
         results=results, curves={"ofa-100": curve, "random": curve},
         export={"export_dir": "x/export", "max_abs_logit_diff": 1e-5},
-        timings=[{"stage": "extend", "seconds": 4.0, "reused": False},
+        timings=[{"stage": "extend", "seconds": 4.0, "cpu_seconds": 7.5, "reused": False},
                  {"stage": "train", "seconds": None, "reused": True}],
         total_seconds=12.0, vocab={"added_pieces": 100, "merged_hf_vocab_size": 1000})
 
@@ -54,7 +54,7 @@ def test_report_has_tables_summary_plot_and_docs_copy(tmp_path):
     assert "| **average** | 0.010 | 0.200 | 0.233 | 0.167 | 0.300 | 0.267 |" in text  # retrieval
     assert "OFA < random in held-out MLM loss for 2 of 3 new languages" in text
     assert "after CPT (step 5): OFA < random in held-out MLM loss for 2 of 3" in text
-    assert "| train | – (reused) |" in text and "| extend | 4.0 |" in text
+    assert "| train | – (reused) | – |" in text and "| extend | 4.0 | 7.5 |" in text
     assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (docs / "demo_loss.png").read_bytes() == (out / "loss_curves.png").read_bytes()
     assert "![loss curves](demo_loss.png)" in (docs / "demo_report.md").read_text()
@@ -71,6 +71,7 @@ def test_stage_timer_skips_finished_stages_and_keeps_their_time(tmp_path):
                 write_json(output, {"ok": True})
     assert calls == [1]  # second invocation reused the output
     assert timer.rows[0]["reused"] and timer.rows[0]["seconds"] is not None
+    assert timer.rows[0]["cpu_seconds"] is not None
     assert json.loads(output.read_text()) == {"ok": True}
 
 
@@ -79,3 +80,15 @@ def test_training_curve_keeps_last_row_per_step_after_resume(tmp_path):
             {"step": 3, "loss": 7.0}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [r["loss"] for r in training_curve(tmp_path)] == [9.0, 7.5, 7.0]
+
+
+def test_demo_dir_of_other_languages_is_refused(tmp_path):
+    import pytest
+
+    from jaxcpt.demo import check_settings
+    from jaxcpt.errors import JaxcptError
+
+    check_settings(tmp_path / "settings.json", {"languages": ["de"]})
+    check_settings(tmp_path / "settings.json", {"languages": ["de"]})  # same: fine
+    with pytest.raises(JaxcptError, match="use another --out"):
+        check_settings(tmp_path / "settings.json", {"languages": ["ru"]})

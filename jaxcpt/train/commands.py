@@ -67,6 +67,7 @@ def cmd_train(args, gin_bindings: list[str]) -> None:
     from jaxcpt.train.loop import train
 
     config = parse_gin(args.gin_file, gin_bindings)
+    initialize_distributed(args.distributed)
     model_dir = config.model_dir
     if args.dry_run:
         from jaxcpt.train.plan import describe_plan
@@ -81,6 +82,27 @@ def cmd_train(args, gin_bindings: list[str]) -> None:
           flush=True)
 
 
+def initialize_distributed(mode: str) -> None:
+    """Multi-host: every process calls jax.distributed.initialize() before touching devices.
+
+    `auto` initialises on a multi-host TPU slice (TPU_WORKER_HOSTNAMES lists more than one host;
+    jax finds the coordinator itself) or when JAXCPT_COORDINATOR=host:port, JAXCPT_NUM_PROCESSES
+    and JAXCPT_PROCESS_ID are set (any cluster, or several CPU processes on one machine).
+    """
+    import os
+
+    import jax
+
+    if mode == "off":
+        return
+    coordinator = os.environ.get("JAXCPT_COORDINATOR")
+    if coordinator:
+        jax.distributed.initialize(coordinator, int(os.environ["JAXCPT_NUM_PROCESSES"]),
+                                   int(os.environ["JAXCPT_PROCESS_ID"]))
+    elif mode == "on" or len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1:
+        jax.distributed.initialize()
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "train", help="continued pretraining configured by gin (resumes from MODEL_DIR)",
@@ -93,6 +115,9 @@ def add_commands(sub) -> None:
                         "parameter counts and memory per device; no training")
     p.add_argument("--devices", type=int, default=None,
                    help="with --dry-run: plan for this many devices (default: the local count)")
+    p.add_argument("--distributed", choices=("auto", "on", "off"), default="auto",
+                   help="jax.distributed.initialize(): auto = on a multi-host TPU slice or when "
+                        "JAXCPT_COORDINATOR/JAXCPT_NUM_PROCESSES/JAXCPT_PROCESS_ID are set")
     p.set_defaults(func=cmd_train, accepts_gin=True)
 
 
