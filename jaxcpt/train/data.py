@@ -30,16 +30,22 @@ class SyntheticIterator:
         return self
 
     def __next__(self) -> dict:
-        rng = np.random.default_rng([self.seed, self.count, jax.process_index()])
+        # The global batch is drawn from (seed, count) and each process keeps its rows, so a run
+        # sees the same data whatever the number of processes.
+        rng = np.random.default_rng([self.seed, self.count])
         self.count += 1
+        total = self.batch_size * jax.process_count()
         if self.model_cfg.model_type in ("t5", "mt5"):
-            return synthetic.seq2seq_batch(
-                rng, batch_size=self.batch_size, sequence_length=self.cfg.sequence_length,
+            batch = synthetic.seq2seq_batch(
+                rng, batch_size=total, sequence_length=self.cfg.sequence_length,
                 target_length=self.cfg.target_length or max(self.cfg.sequence_length // 4, 2),
                 vocab_size=self.model_cfg.vocab_size)
-        return synthetic.mlm_batch(rng, batch_size=self.batch_size,
-                                   sequence_length=self.cfg.sequence_length,
-                                   vocab_size=self.model_cfg.vocab_size)
+        else:
+            batch = synthetic.mlm_batch(rng, batch_size=total,
+                                        sequence_length=self.cfg.sequence_length,
+                                        vocab_size=self.model_cfg.vocab_size)
+        rows = slice(jax.process_index() * self.batch_size, (jax.process_index() + 1) * self.batch_size)
+        return {name: value[rows] for name, value in batch.items()}
 
     def get_state(self) -> dict:
         return {"count": self.count}

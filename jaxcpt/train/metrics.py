@@ -66,6 +66,7 @@ class MetricsWriter:
         self.total, self.start = total_steps, start_step
         self.started = time.time()
         self.writer = self.jsonl = None
+        self.enabled = enabled  # process 0 writes and prints; the others stay quiet
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -94,7 +95,8 @@ class MetricsWriter:
         bar = "#" * filled + "." * (width - filled)
         shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if v is not None)
         line = f"[{bar}] step {step}/{self.total}  {shown}  eta {_duration(eta)}"
-        print(line, flush=True)
+        if self.enabled:
+            print(line, flush=True)
         return line
 
     def close(self) -> None:
