@@ -71,11 +71,11 @@ def train_stage(init_dir: pathlib.Path, run_dir: pathlib.Path, langs, steps: int
         model_dir=str(run_dir), steps=steps, init_from=str(init_dir),
         data=DataConfig(mixture="demo_cpt", corpus_dir="shipped:libreoffice_help",
                         languages=tuple(langs), sequence_length=128, batch_size=16,
-                        eval_heldout=True, seed=seed),
+                        eval_heldout=False, seed=seed),  # the demo's eval stages do that
         optimizer=OptimizerConfig(learning_rate=learning_rate, warmup_steps=min(8, max(steps // 4, 1))),
         checkpoint=CheckpointConfig(every_steps=steps, keep=1, async_save=False),
         dtype="float32", dropout=False, trainable="all" if full else "embeddings_and_head",
-        log_every=10, eval_every=max(steps // 2, 1), eval_batches=2, seed=seed, tensorboard=True)
+        log_every=10, seed=seed, tensorboard=True)
     summary = train(cfg)
     kept = {"final_step": summary["final_step"], "eval": summary["eval"],
             "trainable": cfg.trainable, "steps": steps, "learning_rate": learning_rate, "languages": list(langs)}
