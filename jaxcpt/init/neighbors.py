@@ -1,15 +1,15 @@
 """Top-k cosine neighbours of many query vectors among all source vectors, no [Q, V_s] matrix.
 
-Float32 normalized matmul + `jax.lax.top_k` in row blocks finds `neighbors + margin` candidates per
-query; their similarities are then recomputed in float64 and re-ranked, so the selected neighbours,
-their similarities and the tie test (sim_k == sim_{k+1}) are those of the official float64 sklearn
-computation (up to the last bits). Source rows with a zero vector are candidates with similarity 0
-(sklearn's normalize leaves them at zero); they are kept out of the matmul and merged back.
+A float32 normalized matmul (BLAS) per block of query rows finds `neighbors + margin` candidates
+per query; their similarities are then recomputed in float64 and re-ranked, so the selected
+neighbours, their similarities and the tie test (sim_k == sim_{k+1}) are those of the official
+float64 sklearn computation (up to the last bits). Source rows with a zero vector are candidates
+with similarity 0 (sklearn's normalize leaves them at zero); they are kept out of the matmul and
+merged back.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable
 
@@ -19,6 +19,43 @@ CANDIDATE_MARGIN = 10
 # Mathematically equal similarities (subwords built from the same words) can differ in the last
 # float64 bits depending on summation order; closer than this counts as a tie.
 TIE_TOLERANCE = 1e-12
+GROUP = 128  # source columns per group in the two-step top-k
+BLOCK_BYTES = 1 << 28  # float32 similarity block: 256 MiB
+
+
+class _Candidates:
+    """The `count` largest float32 similarities of each query row to the source rows.
+
+    Two steps instead of a full partition of every row (which costs more than the matmul): the
+    source columns form groups of GROUP (column c * groups + g belongs to group g, so the group
+    maxima are a reduction over a middle axis), and the `count` best values of a row lie in the
+    `count` groups with the largest maxima: a value outside them is beaten by all those maxima.
+    """
+
+    def __init__(self, source_SD: np.ndarray, count: int, rows: int):
+        self.num_source, self.count = source_SD.shape[0], count
+        self.groups = -(-self.num_source // GROUP)
+        source_DS = np.zeros((source_SD.shape[1], GROUP * self.groups), np.float32)
+        source_DS[:, : self.num_source] = source_SD.T
+        self.source_DS = source_DS
+        self.sims_BS = np.empty((rows, source_DS.shape[1]), np.float32)
+
+    def __call__(self, query_BD: np.ndarray) -> np.ndarray:
+        """[B, count] source row indices."""
+        batch = query_BD.shape[0]
+        sims_BS = self.sims_BS[:batch]
+        np.matmul(query_BD.astype(np.float32), self.source_DS, out=sims_BS)
+        sims_BS[:, self.num_source:] = -np.inf
+        if self.groups <= self.count:
+            return np.argpartition(-sims_BS[:, : self.num_source], self.count - 1, axis=1
+                                   )[:, : self.count]
+        group_max_BG = sims_BS.reshape(batch, GROUP, self.groups).max(axis=1)
+        best_BK = np.argpartition(-group_max_BG, self.count - 1, axis=1)[:, : self.count]
+        columns_BN = (np.arange(GROUP)[None, :, None] * self.groups
+                      + best_BK[:, None, :]).reshape(batch, -1)
+        values_BN = np.take_along_axis(sims_BS, columns_BN, axis=1)
+        top_BK = np.argpartition(-values_BN, self.count - 1, axis=1)[:, : self.count]
+        return np.take_along_axis(columns_BN, top_BK, axis=1)
 
 
 def normalized(sums: np.ndarray) -> np.ndarray:
@@ -29,26 +66,14 @@ def normalized(sums: np.ndarray) -> np.ndarray:
     return out
 
 
-@functools.cache
-def _block_top_fn():
-    import jax  # imported on first use: `import jaxcpt.init` stays light for the CLI
-    import jax.numpy as jnp
-
-    @functools.partial(jax.jit, static_argnums=2)
-    def block_top(query_BD, source_SD, num_candidates: int):
-        sims_BS = jnp.matmul(query_BD, source_SD.T, precision=jax.lax.Precision.HIGHEST)
-        return jax.lax.top_k(sims_BS, num_candidates)
-
-    return block_top, jnp.asarray
-
-
 def top_neighbors(query_QD: np.ndarray, source_SD: np.ndarray, neighbors: int, *,
-                  excluded_S: np.ndarray | None = None, block: int = 512,
+                  excluded_S: np.ndarray | None = None, block: int | None = None,
                   log: Callable[[str], None] | None = None):
     """Returns (ids [Q, n] int64, sims [Q, n] float64 sorted descending, tie [Q] bool).
 
     query_QD / source_SD: float64 unit (or zero) rows. excluded_S: source rows that may never be
     neighbours. tie[q] is True when the n-th and (n+1)-th similarities are equal (TIE_TOLERANCE).
+    block: query rows per matmul (default: a 256 MiB similarity block).
     """
     num_source = source_SD.shape[0]
     excluded_S = np.zeros(num_source, bool) if excluded_S is None else excluded_S
@@ -59,24 +84,19 @@ def top_neighbors(query_QD: np.ndarray, source_SD: np.ndarray, neighbors: int, *
         raise ValueError(f"only {len(nonzero) + len(zero_rows)} candidate source tokens for "
                          f"{neighbors} neighbours")
     num_candidates = min(want + CANDIDATE_MARGIN, len(nonzero))
-    block_top, to_device = _block_top_fn()
-    source_f32 = np.empty((len(nonzero), source_SD.shape[1]), np.float32)
-    for start in range(0, len(nonzero), 65536):  # no transient float64 copy of the whole table
-        source_f32[start:start + 65536] = source_SD[nonzero[start:start + 65536]]
-    source_dev = to_device(source_f32)
-    del source_f32
+    if block is None:
+        block = int(np.clip(BLOCK_BYTES // (4 * max(len(nonzero), 1)), 16, 2048))
+    candidates = (_Candidates(source_SD[nonzero], num_candidates, block) if num_candidates > 0
+                  else None)
     zero_pad = zero_rows[:want]
     ids = np.zeros((len(query_QD), neighbors), np.int64)
     sims = np.zeros((len(query_QD), neighbors), np.float64)
     tie = np.zeros(len(query_QD), bool)
-    started = time.time()
+    started, next_report = time.time(), 0.0
     for start in range(0, len(query_QD), block):
         stop = min(start + block, len(query_QD))
-        query = np.zeros((block, query_QD.shape[1]), np.float32)
-        query[: stop - start] = query_QD[start:stop]
-        if num_candidates > 0:
-            _, top = block_top(to_device(query), source_dev, num_candidates)
-            cand = nonzero[np.asarray(top)[: stop - start]]
+        if candidates is not None:
+            cand = nonzero[candidates(query_QD[start:stop])]
         else:
             cand = np.zeros((stop - start, 0), np.int64)
         zeros = np.broadcast_to(zero_pad, (stop - start, len(zero_pad)))
@@ -87,8 +107,9 @@ def top_neighbors(query_QD: np.ndarray, source_SD: np.ndarray, neighbors: int, *
         ids[start:stop] = np.take_along_axis(cand, order, axis=1)[:, :neighbors]
         sims[start:stop] = best[:, :neighbors]
         tie[start:stop] = np.abs(best[:, neighbors - 1] - best[:, neighbors]) <= TIE_TOLERANCE
-        if log is not None and (start // block) % 50 == 49:
-            rate = stop / (time.time() - started)
+        elapsed = time.time() - started
+        if log is not None and elapsed >= next_report and stop < len(query_QD):
             log(f"ofa: neighbours {stop:,}/{len(query_QD):,} rows "
-                f"(ETA {(len(query_QD) - stop) / rate:.0f}s)")
+                f"(ETA {(len(query_QD) - stop) * elapsed / stop:.0f}s)")
+            next_report = elapsed + 30
     return ids, sims, tie

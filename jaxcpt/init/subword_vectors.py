@@ -6,17 +6,19 @@ word starts with `$` else `' ' + w[0].upper() + w[1:]`; the word's index is appe
 *distinct* id of each encoding (so a subword may collect the same word up to three times). A
 subword's vector is the plain mean of those words' vectors; uncovered subwords get zeros.
 
-Here every chunk of keys is tokenized once with the fast tokenizer's batch call (identical strings
-encoded once), the (subword, word) pairs are deduplicated per encoding with numpy, and the vectors
-are summed in float64 by a sparse [subwords, words] incidence matrix times the chunk's vectors. The
-*sum* is kept: it has the direction of the mean, which is all the cosine similarity needs. Both
-tokenizers are served by the same pass, and each may restrict its rows (OFA needs target rows only
-for new tokens).
+Here a chunk of keys becomes its distinct strings once (shared by every tokenizer) and a sparse
+[strings, words] matrix C counting how many of a word's three variants each string is; each
+tokenizer encodes the distinct strings with one batched call, and a sparse [subwords, strings]
+0/1 matrix T of distinct ids per string gives the sums as T @ (C @ vectors), in float64. The *sum*
+is kept: it has the direction of the mean, which is all the cosine similarity needs. Each tokenizer
+may restrict its rows (OFA needs target rows only for new tokens).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -62,6 +64,36 @@ class SubwordSums:
         return np.any(self.sums != 0, axis=1)
 
 
+@dataclass
+class _Chunk:
+    """A chunk's distinct strings with their summed word vectors and word counts (C @ ...)."""
+
+    texts: list[str]
+    vectors: np.ndarray  # [len(texts), d] float64
+    words: np.ndarray  # [len(texts)] int64
+
+
+def _chunk(keys: list[str], vectors: np.ndarray) -> _Chunk:
+    import scipy.sparse as sp
+
+    variants = [s for key in keys for s in word_variants(key)]  # word i -> 3i, 3i+1, 3i+2
+    index: dict[str, int] = {}
+    text_of = np.fromiter((index.setdefault(s, len(index)) for s in variants), np.int64,
+                          len(variants))
+    word_of = np.repeat(np.arange(len(keys), dtype=np.int64), 3)
+    # Duplicate (string, word) entries add up: the multiplicity the official lists carry.
+    strings_by_words = sp.csr_matrix((np.ones(len(variants)), (text_of, word_of)),
+                                     shape=(len(index), len(keys)))
+    return _Chunk(list(index), strings_by_words @ vectors.astype(np.float64),
+                  np.asarray(strings_by_words.sum(axis=1)).ravel().astype(np.int64))
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    # Sort-based: numpy's hash-based np.unique is several times slower on these int64 arrays.
+    values = np.sort(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if values.size else values
+
+
 class _Accumulator:
     def __init__(self, tokenizer, vocab_size: int, rows: np.ndarray | None, dim: int):
         self.tokenizer = tokenizer
@@ -74,42 +106,31 @@ class _Accumulator:
         self.counts = np.zeros(len(self.token_ids), np.int64)
         self.vocab_size = vocab_size
 
-    def add(self, variants: list[list[str]], vectors: np.ndarray) -> None:
-        num_words = vectors.shape[0]
-        texts = list(dict.fromkeys(s for group in variants for s in group))
-        index = {t: i for i, t in enumerate(texts)}
-        encoded = encode_batch(self.tokenizer, texts)
-        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
-        flat = np.fromiter((i for ids in encoded for i in ids), np.int64, int(lengths.sum()))
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        pair_rows, pair_words = [], []
-        for group in variants:
-            text_ids = np.fromiter((index[t] for t in group), np.int64, num_words)
-            n_ids = lengths[text_ids]
-            words = np.repeat(np.arange(num_words, dtype=np.int64), n_ids)
-            # positions of each word's ids inside `flat`
-            offsets = np.arange(int(n_ids.sum())) - np.repeat(np.cumsum(n_ids) - n_ids, n_ids)
-            ids = flat[np.repeat(starts[text_ids], n_ids) + offsets]
-            if ids.size and (ids.max() >= self.vocab_size or ids.min() < 0):
-                raise JaxcptError(f"tokenizer produced id {ids.max()} outside its vocabulary "
-                                 f"({self.vocab_size})")
-            # distinct ids per (word, encoding), as the official `set(tokenized)`
-            pairs = np.unique(words * self.vocab_size + ids)
-            rows = self.row_of[pairs % self.vocab_size]
-            keep = rows >= 0
-            pair_rows.append(rows[keep])
-            pair_words.append(pairs[keep] // self.vocab_size)
-        rows = np.concatenate(pair_rows)
-        words = np.concatenate(pair_words)
-        if rows.size == 0:
-            return
-        import scipy.sparse as sp  # sparse [touched rows, words] @ vectors: no [pairs, d] copy
+    def encode(self, chunk: _Chunk) -> list[list[int]]:
+        return encode_batch(self.tokenizer, chunk.texts)
 
-        touched, local = np.unique(rows, return_inverse=True)
-        incidence = sp.csr_matrix((np.ones(rows.size), (local, words)),
-                                  shape=(len(touched), num_words))
-        self.sums[touched] += incidence @ vectors.astype(np.float64)
-        self.counts[touched] += np.bincount(local, minlength=len(touched))
+    def add(self, chunk: _Chunk, encoded: list[list[int]]) -> None:
+        import scipy.sparse as sp
+
+        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+        ids = np.fromiter(itertools.chain.from_iterable(encoded), np.int64, int(lengths.sum()))
+        if ids.size and (ids.max() >= self.vocab_size or ids.min() < 0):
+            raise JaxcptError(f"tokenizer produced id {ids.max()} outside its vocabulary "
+                              f"({self.vocab_size})")
+        rows = self.row_of[ids]
+        texts = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
+        keep = rows >= 0
+        # distinct ids per string, as the official `set(tokenized)`
+        pairs = _distinct(texts[keep] * len(self.token_ids) + rows[keep])
+        if pairs.size == 0:
+            return
+        pair_rows = pairs % len(self.token_ids)
+        touched = _distinct(pair_rows)
+        local = np.searchsorted(touched, pair_rows)
+        incidence = sp.csr_matrix((np.ones(pairs.size), (local, pairs // len(self.token_ids))),
+                                  shape=(len(touched), len(encoded)))
+        self.sums[touched] += incidence @ chunk.vectors
+        self.counts[touched] += (incidence @ chunk.words).astype(np.int64)
 
     def result(self) -> SubwordSums:
         return SubwordSums(self.sums, self.counts, self.token_ids)
@@ -125,17 +146,31 @@ def subword_sums(chunks: Iterable[tuple[list[str], np.ndarray]],
     """
     accumulators: list[_Accumulator] | None = None
     num_words, started, next_report = 0, time.time(), 0
-    for keys, vectors in chunks:
-        if accumulators is None:
-            accumulators = [_Accumulator(tok, size, rows, vectors.shape[1])
-                            for tok, size, rows in requests]
-        variants = [list(v) for v in zip(*map(word_variants, keys))] if keys else [[], [], []]
-        for acc in accumulators:
-            acc.add(variants, vectors)
-        num_words += len(keys)
-        if log is not None and num_words >= next_report:
-            log(f"ofa: tokenized {num_words:,} words ({time.time() - started:.0f}s)")
-            next_report = num_words + 500_000
+    pending: tuple[_Chunk, list[Future]] | None = None
+
+    def finish(chunk: _Chunk, encodings: list[Future]) -> None:
+        for acc, encoded in zip(accumulators, encodings):
+            acc.add(chunk, encoded.result())
+
+    # The tokenizers (Rust, GIL released) encode the next chunk in a worker thread while this
+    # thread adds up the previous one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for keys, vectors in chunks:
+            if accumulators is None:
+                accumulators = [_Accumulator(tok, size, rows, vectors.shape[1])
+                                for tok, size, rows in requests]
+            if keys:
+                chunk = _chunk(keys, vectors)
+                encodings = [pool.submit(acc.encode, chunk) for acc in accumulators]
+                if pending is not None:
+                    finish(*pending)
+                pending = (chunk, encodings)
+            num_words += len(keys)
+            if log is not None and num_words >= next_report:
+                log(f"ofa: tokenized {num_words:,} words ({time.time() - started:.0f}s)")
+                next_report = num_words + 500_000
+        if pending is not None:
+            finish(*pending)
     if accumulators is None:
         raise JaxcptError("the word vectors are empty")
     return [acc.result() for acc in accumulators], num_words
