@@ -272,6 +272,22 @@ def test_babysit_recreates_and_relaunches_after_preemption(fake_gcloud, tmp_path
     assert "recovery 2 of 10" in result.stderr and "finished on every worker" in result.stderr
 
 
+def test_babysit_relaunches_a_preempted_run_on_a_live_tpu(fake_gcloud, tmp_path):
+    # SIGTERM without losing the VM (e.g. a maintenance event): the run saved and exited 0.
+    env, calls, set_rules = fake_gcloud
+    set_rules(babysit_rules([{"stdout": "READY\n"}], [
+        status_lines("running", "running"), status_lines("preempted", "running"),
+        status_lines("preempted", "preempted"), status_lines("running", "running"),
+        status_lines("exited rc=0", "exited rc=0")]))
+    common = [*LOC, "--accelerator-type", "v4-16", *TRAIN, "--log-dir", str(tmp_path / "logs")]
+    result = run_script("babysit.sh", *common, "--interval", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    starts = [c for c in calls() if any("worker.sh start" in w for w in c)]
+    assert len(starts) == 1
+    assert "run train is preempted on cpt: recovery 1 of 10" in result.stderr
+    assert "finished on every worker" in result.stderr
+
+
 def test_babysit_relaunches_a_failed_run_and_gives_up_after_max_retries(fake_gcloud, tmp_path):
     env, calls, set_rules = fake_gcloud
     set_rules(babysit_rules([{"stdout": "READY\n"}], [status_lines("exited rc=1", "running")]))

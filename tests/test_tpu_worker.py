@@ -41,6 +41,9 @@ def test_worker_start_status_stop_logs(run_dir):
     fake.write_text("#!/usr/bin/env bash\necho \"args: $*\"\n"
                     "trap 'echo checkpoint on TERM; exit 143' TERM\n"
                     "if [[ $2 == quick ]]; then exit 0; fi\n"
+                    "if [[ $2 == preempt ]]; then\n"
+                    "  echo 'jaxcpt train: preempted at step 3 (last loss 1.0)'; exit 0\n"
+                    "fi\n"
                     "while ((SECONDS < 60)); do sleep 0.05; done\n")
     fake.chmod(0o755)
     env = {"JAXCPT_LOGS": str(tmp_path / "logs"), "JAXCPT_VENV": str(tmp_path / "venv")}
@@ -69,6 +72,14 @@ def test_worker_start_status_stop_logs(run_dir):
             break
         time.sleep(0.05)
     assert worker("status", "--run-name", "q").stdout.split("state=")[1].strip() == "exited rc=0"
+
+    # Preempted (SIGTERM: checkpoint saved, exit status 0) is not finished.
+    worker("start", "--run-name", "p", "--", "train", "preempt")
+    for _ in range(100):
+        if "running" not in worker("status", "--run-name", "p").stdout:
+            break
+        time.sleep(0.05)
+    assert worker("status", "--run-name", "p").stdout.split("state=")[1].strip() == "preempted"
 
     worker("start", "--run-name", "r", "--", "train")
     for _ in range(100):  # until the new process group exists

@@ -2,7 +2,8 @@
 # Keep a training run alive on preemptible / Spot capacity. Every --interval seconds: read the TPU
 # state (tpu-vm describe, or queued-resources describe with --spot / --queued).
 #   READY / ACTIVE: ask every worker for the run's state (worker.sh status): running -> nothing;
-#     all exited 0 -> finished (exit 0); never started -> launch; dead or failed -> stop leftovers, relaunch.
+#     all exited 0 -> finished (exit 0); never started -> launch; preempted (SIGTERM: saved and
+#     exited 0 without finishing), dead or failed -> stop leftovers, relaunch.
 #   PREEMPTED, TERMINATED, STOPPED, SUSPENDED, FAILED or missing: delete, create.sh, setup.sh,
 #     launch.sh. Training resumes from the latest checkpoint in MODEL_DIR (gs://).
 #   anything else (CREATING, WAITING_FOR_RESOURCES, REPAIRING, ...): wait.
@@ -131,8 +132,8 @@ tpu_state() {  # sets STATE: the describe value, MISSING, or UNKNOWN when descri
   STATE=${STATE:-UNKNOWN}
 }
 
-training_state() {  # sets TRAINING: running, finished, none, failed or unknown
-  local out total running ok exited dead none
+training_state() {  # sets TRAINING: running, finished, none, preempted, failed or unknown
+  local out total running ok exited dead none preempted
   if ! out=$(ssh_workers all "$STATUS_COMMAND"); then TRAINING=unknown; return 0; fi
   total=$(grep -c 'jaxcpt-status ' <<<"$out" || true)
   running=$(grep -c 'state=running' <<<"$out" || true)
@@ -140,8 +141,10 @@ training_state() {  # sets TRAINING: running, finished, none, failed or unknown
   exited=$(grep -c 'state=exited' <<<"$out" || true)
   dead=$(grep -c 'state=dead' <<<"$out" || true)
   none=$(grep -c 'state=none' <<<"$out" || true)
+  preempted=$(grep -c 'state=preempted' <<<"$out" || true)
   if ((total < NUM_WORKERS)); then TRAINING=unknown
   elif ((dead > 0 || exited > ok)); then TRAINING=failed
+  elif ((preempted > 0 && running == 0)); then TRAINING=preempted
   elif ((ok == total)); then TRAINING=finished
   elif ((none == total)); then TRAINING=none
   elif ((running > 0 && none == 0)); then TRAINING=running
@@ -172,7 +175,7 @@ while true; do
             "$TPU_SCRIPTS_DIR/stop.sh" "${COMMON_ARGS[@]}" --delete --skip-stop
           fi
           exit 0 ;;
-        none|failed)
+        none|preempted|failed)
           if [[ $TRAINING == none && $launched == 0 ]]; then
             log "run $RUN_NAME not started on $TPU_NAME yet: launching"
           else

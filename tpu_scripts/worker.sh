@@ -5,11 +5,12 @@
 #   worker.sh setup  [--venv DIR] [--python-version 3.11]    venv + pip install jaxcpt[data] jax[tpu]
 #   worker.sh start  [--venv DIR] --run-name NAME -- ARGS...  nohup'ed `jaxcpt ARGS...` in the checkout
 #   worker.sh status --run-name NAME                         one line: jaxcpt-status host=... state=...
+#                         (state: none, running, exited rc=N, preempted (saved, exited 0), dead)
 #   worker.sh stop   --run-name NAME [--timeout S]           SIGTERM (checkpoint), SIGKILL after S s
 #   worker.sh logs   --run-name NAME                         the log, followed until the process exits
 #
 # Files per run: $JAXCPT_LOGS/NAME.log (stdout+stderr), NAME.pid (process group), NAME.rc (exit
-# status, written when the process ends). JAXCPT_LOGS defaults to ~/jaxcpt-logs, the venv
+# status or `preempted`, written when the process ends). JAXCPT_LOGS defaults to ~/jaxcpt-logs, the venv
 # (--venv) to JAXCPT_VENV or ~/jaxcpt-venv.
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -39,7 +40,12 @@ if [[ $ACTION == _run ]]; then
   trap 'true' TERM INT
   status=0
   "$@" || status=$?
-  echo "$status" >"$rc_file"
+  # `jaxcpt train` saves and exits 0 on SIGTERM (preemption); its last words tell it from the end.
+  if ((status == 0)) && tail -n 5 "${rc_file%.rc}.log" | grep -q '^jaxcpt train: preempted'; then
+    echo preempted >"$rc_file"
+  else
+    echo "$status" >"$rc_file"
+  fi
   echo "=== $(date -u +%FT%TZ) exited with status $status"
   exit "$status"
 fi
@@ -116,7 +122,9 @@ do_start() {
 
 do_status() {
   local pid
-  if [[ -f $RC_FILE ]]; then
+  if [[ -f $RC_FILE && $(<"$RC_FILE") == preempted ]]; then
+    echo "jaxcpt-status host=$HOST run=$RUN_NAME state=preempted"
+  elif [[ -f $RC_FILE ]]; then
     echo "jaxcpt-status host=$HOST run=$RUN_NAME state=exited rc=$(<"$RC_FILE")"
   elif pid=$(running_pid); then
     echo "jaxcpt-status host=$HOST run=$RUN_NAME state=running pid=$pid"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from jaxcpt.errors import JaxcptError
@@ -32,29 +33,36 @@ def read_config(path: pathlib.Path) -> dict:
         raise JaxcptError(f"{config_path}: not valid JSON ({err})") from None
 
 
-def read_tensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """All tensors of the checkpoint: model.safetensors, a sharded index, or pytorch_model.bin."""
+def read_tensors(path: pathlib.Path, only: tuple[str, ...] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """The checkpoint's tensors (model.safetensors, a sharded index, or pytorch_model.bin); with
+    `only`, just those of these names that exist (safetensors files are then read selectively)."""
     single = path / "model.safetensors"
     index = path / "model.safetensors.index.json"
     if single.is_file():
-        return _load_safetensors(single)
+        return _load_safetensors(single, only)
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         tensors: dict[str, np.ndarray] = {}
         for shard in sorted(set(weight_map.values())):
-            tensors.update(_load_safetensors(path / shard))
+            tensors.update(_load_safetensors(path / shard, only))
         return tensors
     if (path / "pytorch_model.bin").is_file():
-        return _load_torch_bin(path / "pytorch_model.bin")
+        tensors = _load_torch_bin(path / "pytorch_model.bin")
+        return tensors if only is None else {k: v for k, v in tensors.items() if k in only}
     raise JaxcptError(f"{path}: no model.safetensors, model.safetensors.index.json or "
                       "pytorch_model.bin; is this a Hugging Face model directory?")
 
 
-def _load_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
+def _load_safetensors(file: pathlib.Path, only: tuple[str, ...] | None = None
+                      ) -> dict[str, np.ndarray]:
     if not file.is_file():
         raise JaxcptError(f"{file}: missing shard listed in model.safetensors.index.json")
     try:
-        return load_file(str(file))
+        if only is None:
+            return load_file(str(file))
+        with safe_open(str(file), framework="np") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys() if name in only}
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise JaxcptError(f"{file}: unreadable safetensors file ({err})") from None
 

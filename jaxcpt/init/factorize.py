@@ -3,6 +3,11 @@
 Plain SVD without centring, computed once in the input dtype (float32 like the official code, which
 calls np.linalg.svd on the torch weights) and sliced for every k: F_s = U[:, :k] and
 P = diag(S[:k]) Vh[:k]. k = H means no factorization: F_s = E_s, P = None.
+
+np.linalg.svd computes a float32 SVD in float64 (its result is the cast float64 one), which for
+250k x 768 needs ~5.7 GiB on top of the input. A leaner LAPACK call (scipy's float32 gesdd: 2.2 GiB)
+returns the same subspaces but other singular-vector signs, and the signs decide the official
+random rows (drawn per coordinate column): kept numpy's for parity with the official code.
 """
 
 from __future__ import annotations

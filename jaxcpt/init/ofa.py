@@ -25,6 +25,9 @@ from jaxcpt.init.tokens import load_tokenizer, overlap, raw_tokens, standardized
 from jaxcpt.vocab.wordvecs import WordVectors, iter_word_vector_chunks
 
 OFFICIAL_SEED = 114514
+# Word vectors per tokenization chunk: big enough for efficient batched calls, small enough that
+# the per-chunk buffers (~3 strings per word, their float64 vector sums) stay ~100 MiB.
+WORD_CHUNK_ROWS = 16384
 
 
 def _stderr(message: str) -> None:
@@ -76,10 +79,16 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     log(f"ofa: {num_source:,} source / {num_target:,} target tokens, {len(target_ids):,} overlap, "
         f"{len(new_ids):,} new")
 
-    chunks = (word_vectors.iter_chunks() if isinstance(word_vectors, WordVectors)
-              else iter_word_vector_chunks(word_vectors))
+    # What the later stages need from the tokenizers, so that they can go before the SVD (a 400k
+    # piece tokenizer holds ~0.5 GiB).
+    excluded = _special_source_rows(source_tok) if exclude_special_neighbors else None
+    via_token_string = _via_token_string(source_tok, num_source)
+    num_random_rows = len(target_tok.get_vocab())
+    chunks = (word_vectors.iter_chunks(WORD_CHUNK_ROWS) if isinstance(word_vectors, WordVectors)
+              else iter_word_vector_chunks(word_vectors, WORD_CHUNK_ROWS))
     (source_sums, target_sums), num_words = subword_sums(
         chunks, [(source_tok, num_source, None), (target_tok, num_target, new_ids)], log=log)
+    del source_tok, target_tok
     source_covered = source_sums.covered()
     target_covered = target_sums.covered()
     query_ids = target_sums.token_ids[target_covered]
@@ -91,13 +100,12 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     source_unit = normalized(source_sums.sums)
     query_unit = normalized(target_sums.sums[target_covered])
     del source_sums, target_sums
-    excluded = _special_source_rows(source_tok) if exclude_special_neighbors else None
     neighbor_ids, sims, tie = top_neighbors(query_unit, source_unit, neighbors, excluded_S=excluded,
                                             log=log)
     del source_unit, query_unit
     # The official code maps a neighbour back through its token string (convert_ids_to_tokens, then
     # source_tokenizer.vocab[...]); identical to the index unless two ids share a token string.
-    neighbor_ids = _via_token_string(source_tok, num_source)[neighbor_ids]
+    neighbor_ids = via_token_string[neighbor_ids]
     weights = np.exp(sims / temperature)
     weights /= weights.sum(axis=1, keepdims=True)
 
@@ -110,10 +118,11 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
         "neighbors_per_token": int(neighbors), "temperature": float(temperature), "seed": int(seed),
     }
     plan = _RowPlan(num_target, target_ids, source_ids, query_ids, neighbor_ids, weights,
-                    random_ids, num_random_rows=len(target_tok.get_vocab()))
+                    random_ids, num_random_rows=num_random_rows)
     output_rows = None
     if source_output_embeddings is not None:
         output_rows = plan.rows(np.asarray(source_output_embeddings, np.float32), seed + 1)
+    log(f"ofa: neighbours done ({time.time() - started:.0f}s); SVD of the source embeddings")
     results = {}
     for k, (coords, primitives) in factorize(source_embeddings, dims).items():
         stats = dict(stats_common, k=k, seconds=round(time.time() - started, 2))

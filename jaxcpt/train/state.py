@@ -75,10 +75,9 @@ def _config_of(path: pathlib.Path):
     hf = hf_files.read_config(path)
     family = family_for(hf.get("model_type"), str(path / "config.json"))
     cfg = family.config_from_hf(hf, str(path / "config.json"))
-    from jaxcpt.convert.hf_files import read_tensors
-
     if family.__name__.endswith(".t5"):  # tied or untied head depends on the tensors present
-        cfg = family.config_from_tensors(cfg, family.strip_prefix(read_tensors(path)), str(path))
+        head_tensors = hf_files.read_tensors(path, only=("lm_head.weight", "shared.weight"))
+        cfg = family.config_from_tensors(cfg, family.strip_prefix(head_tensors), str(path))
     return cfg
 
 

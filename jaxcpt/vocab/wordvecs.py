@@ -2,9 +2,10 @@
 
 Keys follow ColexNet+ (`iso639-3:word`, bare keys are English, `$` marks a word boundary); this
 module only loads them, `jaxcpt.init.ofa` interprets them. Large files are never held twice: `.npz`
-members stored uncompressed and gensim's separate `.vectors.npy` are memory-mapped, and
-`iter_word_vector_chunks` streams word2vec text/binary files (and reads memory-mapped vectors with
-plain file reads, so a 4M x 200 table never becomes resident) chunk by chunk.
+members stored uncompressed (keys and vectors) and gensim's separate `.vectors.npy` are
+memory-mapped, and `iter_word_vector_chunks` streams word2vec text/binary files (and reads
+memory-mapped arrays with plain file reads, so a 4M x 200 table and its keys never become
+resident) chunk by chunk.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import mmap
 import pathlib
 import zipfile
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -31,9 +32,10 @@ DEFAULT_CHUNK_ROWS = 65536
 
 @dataclass
 class WordVectors:
-    """keys[i] is the word of vectors[i]; vectors is [N, d] float32 (maybe a read-only memmap)."""
+    """keys[i] is the word of vectors[i]; vectors is [N, d] float32 (maybe a read-only memmap).
+    keys is a list or a 1-D string array (a memmap for .npz files: 4M keys never become objects)."""
 
-    keys: list[str]
+    keys: Sequence[str]
     vectors: np.ndarray
 
     def __post_init__(self):
@@ -52,19 +54,22 @@ class WordVectors:
         """(keys, float32 [n, d]) blocks in order; memory-mapped vectors are read, not mapped in."""
         for start in range(0, len(self.keys), rows):
             stop = min(start + rows, len(self.keys))
-            yield self.keys[start:stop], _read_rows(self.vectors, start, stop)
+            keys = self.keys[start:stop]
+            yield (keys.tolist() if isinstance(keys, np.ndarray) else keys,
+                   _read_rows(self.vectors, start, stop).astype(np.float32, copy=False))
 
 
-def _read_rows(vectors: np.ndarray, start: int, stop: int) -> np.ndarray:
+def _read_rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """array[start:stop]; from a memory-mapped file by plain reads, so the pages do not stay
+    resident (and counted in RSS) as a mapping's pages would."""
     # Only a whole-file mapping (base is the mmap itself) has a trustworthy filename + offset.
-    if isinstance(vectors, np.memmap) and isinstance(vectors.base, mmap.mmap) \
-            and vectors.flags.c_contiguous and getattr(vectors, "filename", None):
-        row_bytes = vectors.shape[1] * vectors.dtype.itemsize
-        block = np.fromfile(vectors.filename, dtype=vectors.dtype,
-                            count=(stop - start) * vectors.shape[1],
-                            offset=vectors.offset + start * row_bytes)
-        return block.reshape(stop - start, vectors.shape[1]).astype(np.float32, copy=False)
-    return np.asarray(vectors[start:stop], dtype=np.float32)
+    if isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) \
+            and array.flags.c_contiguous and getattr(array, "filename", None):
+        row_items = int(np.prod(array.shape[1:], dtype=np.int64))
+        block = np.fromfile(array.filename, dtype=array.dtype, count=(stop - start) * row_items,
+                            offset=array.offset + start * row_items * array.dtype.itemsize)
+        return block.reshape((stop - start, *array.shape[1:]))
+    return np.asarray(array[start:stop])
 
 
 def load_word_vectors(path_or_obj) -> WordVectors:
@@ -157,21 +162,25 @@ def _load_npz(path: pathlib.Path) -> WordVectors:
         if not {"keys.npy", "vectors.npy"} <= names:
             raise JaxcptError(f"{path}: a jaxcpt word-vector .npz holds `keys` and `vectors` "
                               f"arrays; found {sorted(n.removesuffix('.npy') for n in names)}")
-        with archive.open("keys.npy") as handle:
-            keys = np.lib.format.read_array(io.BufferedReader(handle), allow_pickle=False)
-        info = archive.getinfo("vectors.npy")
-        if info.compress_type == zipfile.ZIP_STORED:
-            vectors = _memmap_member(path, info)
-        else:
-            with archive.open("vectors.npy") as handle:
-                vectors = np.lib.format.read_array(io.BufferedReader(handle), allow_pickle=False)
+        keys, vectors = (_read_member(path, archive, name) for name in ("keys", "vectors"))
     if vectors.ndim != 2 or vectors.dtype.kind != "f":
         raise JaxcptError(f"{path}: `vectors` must be a float [N, d] array, got {vectors.dtype} "
                           f"{vectors.shape}")
-    return WordVectors([str(k) for k in keys.tolist()], vectors)
+    if keys.ndim != 1 or keys.dtype.kind != "U":
+        raise JaxcptError(f"{path}: `keys` must be a 1-D string array, got {keys.dtype} "
+                          f"{keys.shape}")
+    return WordVectors(keys, vectors)
 
 
-def _memmap_member(path: pathlib.Path, info: zipfile.ZipInfo) -> np.ndarray:
+def _read_member(path: pathlib.Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    info = archive.getinfo(f"{name}.npy")
+    if info.compress_type == zipfile.ZIP_STORED:  # what np.savez writes
+        return _memmap_member(path, info, name)
+    with archive.open(info) as handle:
+        return np.lib.format.read_array(io.BufferedReader(handle), allow_pickle=False)
+
+
+def _memmap_member(path: pathlib.Path, info: zipfile.ZipInfo, name: str) -> np.ndarray:
     # An uncompressed member is a plain .npy file inside the zip: map it at its data offset.
     with open(path, "rb") as handle:
         handle.seek(info.header_offset)
@@ -186,7 +195,7 @@ def _memmap_member(path: pathlib.Path, info: zipfile.ZipInfo) -> np.ndarray:
         shape, fortran, dtype = read_header(handle)
         data_offset = handle.tell()
     if dtype.hasobject:
-        raise JaxcptError(f"{path}: `vectors` must be a float array")
+        raise JaxcptError(f"{path}: `{name}` holds Python objects; save plain arrays")
     # Fortran order is read correctly too, but only C order can be streamed by plain row reads.
     return np.memmap(path, dtype=dtype, mode="r", offset=data_offset, shape=shape,
                      order="F" if fortran else "C")
