@@ -85,3 +85,8 @@ def test_bad_files_give_one_line_errors(tmp_path):
     np.savez(tmp_path / "other.npz", words=np.array(["a"]), emb=np.zeros((1, 2)))
     with pytest.raises(JaxcptError, match="holds `keys` and `vectors`"):
         load_word_vectors(tmp_path / "other.npz")
+    for save in (np.savez, np.savez_compressed):  # object keys: mapped or read, never unpickled
+        save(tmp_path / "objects.npz", keys=np.array(["a", 1], dtype=object),
+             vectors=np.zeros((2, 3), np.float32))
+        with pytest.raises(JaxcptError, match="`keys` holds Python objects"):
+            load_word_vectors(tmp_path / "objects.npz")

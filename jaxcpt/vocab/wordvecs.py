@@ -177,7 +177,10 @@ def _read_member(path: pathlib.Path, archive: zipfile.ZipFile, name: str) -> np.
     if info.compress_type == zipfile.ZIP_STORED:  # what np.savez writes
         return _memmap_member(path, info, name)
     with archive.open(info) as handle:
-        return np.lib.format.read_array(io.BufferedReader(handle), allow_pickle=False)
+        try:
+            return np.lib.format.read_array(io.BufferedReader(handle), allow_pickle=False)
+        except ValueError:  # object arrays (pickles) are refused
+            raise JaxcptError(f"{path}: `{name}` holds Python objects; save plain arrays") from None
 
 
 def _memmap_member(path: pathlib.Path, info: zipfile.ZipInfo, name: str) -> np.ndarray:
