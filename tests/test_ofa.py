@@ -201,3 +201,23 @@ def test_exclude_special_neighbors_and_untied_output_rows(toy):
             np.testing.assert_allclose(res.output_rows[t], expected, atol=1e-6, rtol=0)
     for t, s in kept.items():
         np.testing.assert_array_equal(res.output_rows[t], output_source[s])
+
+
+def test_truncated_svd_equals_lapack_up_to_the_documented_signs(toy):
+    from jaxcpt.init.factorize import truncated_svd
+
+    e = toy["embeddings"][:3000]
+    u, s, vh = truncated_svd(e, 200)
+    ref_u, ref_s, ref_vh = np.linalg.svd(e.astype(np.float64), full_matrices=False)
+    # the convention: the largest-magnitude entry of every right singular vector is positive
+    rows = np.arange(200)
+    assert np.all(vh[rows, np.abs(vh).argmax(1)] > 0)
+    flip = np.sign(ref_vh[rows, np.abs(ref_vh[:200]).argmax(1)])
+    np.testing.assert_allclose(s, ref_s[:200], rtol=1e-9)
+    np.testing.assert_allclose(vh, ref_vh[:200] * flip[:, None], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(u, ref_u[:, :200] * flip, rtol=0, atol=1e-6)
+    # past the rank: zero singular values and zero U columns, F_s P still reconstructs
+    low_rank = ((ref_u[:, :40] * ref_s[:40]) @ ref_vh[:40]).astype(np.float32)
+    u, s, vh = truncated_svd(low_rank, 50)
+    assert np.all(s[40:] == 0) and not u[:, 40:].any() and np.all(s[:40] > 0)
+    np.testing.assert_allclose((u * s) @ vh, low_rank, rtol=0, atol=2e-6)

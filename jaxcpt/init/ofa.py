@@ -9,6 +9,7 @@ search re-ranked in float64, no [V_t, V_s] matrix) and to the two documented edg
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from jaxcpt.vocab.wordvecs import WordVectors, iter_word_vector_chunks
 
 OFFICIAL_SEED = 114514
 # Word vectors per tokenization chunk: big enough for efficient batched calls, small enough that
-# the per-chunk buffers (~3 strings per word, their float64 vector sums) stay ~100 MiB.
+# the per-chunk buffers (~3 strings per word, sparse matrices, float64 vectors) stay small.
 WORD_CHUNK_ROWS = 16384
 
 
@@ -89,6 +90,7 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     (source_sums, target_sums), num_words = subword_sums(
         chunks, [(source_tok, num_source, None), (target_tok, num_target, new_ids)], log=log)
     del source_tok, target_tok
+    _return_freed_memory()
     source_covered = source_sums.covered()
     target_covered = target_sums.covered()
     query_ids = target_sums.token_ids[target_covered]
@@ -103,6 +105,7 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     neighbor_ids, sims, tie = top_neighbors(query_unit, source_unit, neighbors, excluded_S=excluded,
                                             log=log)
     del source_unit, query_unit
+    _return_freed_memory()
     # The official code maps a neighbour back through its token string (convert_ids_to_tokens, then
     # source_tokenizer.vocab[...]); identical to the index unless two ids share a token string.
     neighbor_ids = via_token_string[neighbor_ids]
@@ -149,8 +152,8 @@ class _RowPlan:
 
     def rows(self, source_rows: np.ndarray, seed: int) -> np.ndarray:
         rows = copy_overlap(source_rows, self.num_target, self.target_ids, self.source_ids)
-        for start in range(0, len(self.query_ids), 8192):
-            stop = min(start + 8192, len(self.query_ids))
+        for start in range(0, len(self.query_ids), 2048):   # float64 gathers of ~60 MiB
+            stop = min(start + 2048, len(self.query_ids))
             gathered = source_rows[self.neighbor_ids[start:stop]].astype(np.float64)
             rows[self.query_ids[start:stop]] = np.einsum("qn,qnk->qk", self.weights[start:stop],
                                                          gathered)
@@ -180,6 +183,15 @@ def random_fallback(mean, std, num_rows: int, wanted: np.ndarray, seed: int,
         lo, hi = np.searchsorted(wanted[order], [start, stop])
         out[order[lo:hi]] = block[wanted[order[lo:hi]] - start]
     return out
+
+
+def _return_freed_memory() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them, e.g. a released Rust tokenizer's
+    ~0.5 GiB, which would otherwise add to the peak of the SVD stage); no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _kept_mask(target_tok, num_target: int, target_ids: np.ndarray) -> np.ndarray:

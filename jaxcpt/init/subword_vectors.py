@@ -7,16 +7,20 @@ word starts with `$` else `' ' + w[0].upper() + w[1:]`; the word's index is appe
 subword's vector is the plain mean of those words' vectors; uncovered subwords get zeros.
 
 Here a chunk of keys becomes its distinct strings once (shared by every tokenizer) and a sparse
-[strings, words] matrix C counting how many of a word's three variants each string is; each
-tokenizer encodes the distinct strings with one batched call, and a sparse [subwords, strings]
-0/1 matrix T of distinct ids per string gives the sums as T @ (C @ vectors), in float64. The *sum*
-is kept: it has the direction of the mean, which is all the cosine similarity needs. Each tokenizer
-may restrict its rows (OFA needs target rows only for new tokens).
+[strings, words] matrix C counting how many of a word's three variants each string is. Each
+tokenizer encodes the distinct strings (in its own worker thread, 512 strings per pre-tokenized
+batch item: see `encode_batch`), and a sparse [subwords, strings] 0/1 matrix T of distinct ids per
+string gives the sums as (T @ C) @ vectors, in float64 (T @ C has fewer entries than T: a word's
+variants mostly share their subwords). The *sum* is kept: it has the direction of the mean, which
+is all the cosine similarity needs. Each tokenizer may restrict its rows (OFA needs target rows
+only for new tokens).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,16 +44,33 @@ def word_variants(key: str) -> tuple[str, str, str]:
     return w, " " + w, capitalised
 
 
-def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
-    """`[tokenizer.encode(t, add_special_tokens=False) for t in texts]`, batched."""
-    if not texts:
-        return []
+# Strings per `encode_batch` item. Each string is passed as one word of a pre-tokenized sequence:
+# the Rust pipeline treats every word exactly like a separate `encode` call (added tokens,
+# normalizer, pre-tokenizer, model), and the per-Encoding overhead, not the model, was ~60% of the
+# cost of encoding short words one by one.
+STRINGS_PER_ITEM = 512
+
+
+def encode_batch(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of `tokenizer.encode(t, add_special_tokens=False)` for every text, flattened:
+    (ids, index of the text each id belongs to), in text order."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # the Rust tokenizer `encode` calls, without per-item Python wrapping
-        # encode_batch_fast (tokenizers >= 0.20) skips the offsets, which are not needed here
-        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        return [e.ids for e in encode(texts, add_special_tokens=False)]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if backend is None:  # a slow (Python) tokenizer
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+        ids = np.fromiter(itertools.chain.from_iterable(encoded), np.int64, int(lengths.sum()))
+        return ids, np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
+    items = [texts[i:i + STRINGS_PER_ITEM] for i in range(0, len(texts), STRINGS_PER_ITEM)]
+    encodings = backend.encode_batch(items, is_pretokenized=True, add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+    total = int(lengths.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int64, total)
+    word_ids = list(itertools.chain.from_iterable(e.word_ids for e in encodings))
+    if None in word_ids:  # cannot happen without special tokens; never guess an id's text
+        raise JaxcptError("tokenizer returned a token without a word index for pre-tokenized "
+                          "input; cannot attribute ids to words")
+    item_start = np.repeat(np.arange(len(encodings), dtype=np.int64) * STRINGS_PER_ITEM, lengths)
+    return ids, item_start + np.fromiter(word_ids, np.int64, total)
 
 
 @dataclass
@@ -66,11 +87,11 @@ class SubwordSums:
 
 @dataclass
 class _Chunk:
-    """A chunk's distinct strings with their summed word vectors and word counts (C @ ...)."""
+    """A chunk's distinct strings, which words they are variants of, and the words' vectors."""
 
     texts: list[str]
-    vectors: np.ndarray  # [len(texts), d] float64
-    words: np.ndarray  # [len(texts)] int64
+    strings_by_words: object  # scipy csr [len(texts), words]: how many variants of the word
+    vectors: np.ndarray  # [words, d] float64
 
 
 def _chunk(keys: list[str], vectors: np.ndarray) -> _Chunk:
@@ -84,8 +105,7 @@ def _chunk(keys: list[str], vectors: np.ndarray) -> _Chunk:
     # Duplicate (string, word) entries add up: the multiplicity the official lists carry.
     strings_by_words = sp.csr_matrix((np.ones(len(variants)), (text_of, word_of)),
                                      shape=(len(index), len(keys)))
-    return _Chunk(list(index), strings_by_words @ vectors.astype(np.float64),
-                  np.asarray(strings_by_words.sum(axis=1)).ravel().astype(np.int64))
+    return _Chunk(list(index), strings_by_words, vectors.astype(np.float64))
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
@@ -106,19 +126,17 @@ class _Accumulator:
         self.counts = np.zeros(len(self.token_ids), np.int64)
         self.vocab_size = vocab_size
 
-    def encode(self, chunk: _Chunk) -> list[list[int]]:
+    def encode(self, chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
         return encode_batch(self.tokenizer, chunk.texts)
 
-    def add(self, chunk: _Chunk, encoded: list[list[int]]) -> None:
+    def add(self, chunk: _Chunk, encoded: tuple[np.ndarray, np.ndarray]) -> None:
         import scipy.sparse as sp
 
-        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
-        ids = np.fromiter(itertools.chain.from_iterable(encoded), np.int64, int(lengths.sum()))
+        ids, texts = encoded
         if ids.size and (ids.max() >= self.vocab_size or ids.min() < 0):
             raise JaxcptError(f"tokenizer produced id {ids.max()} outside its vocabulary "
                               f"({self.vocab_size})")
         rows = self.row_of[ids]
-        texts = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
         keep = rows >= 0
         # distinct ids per string, as the official `set(tokenized)`
         pairs = _distinct(texts[keep] * len(self.token_ids) + rows[keep])
@@ -127,10 +145,12 @@ class _Accumulator:
         pair_rows = pairs % len(self.token_ids)
         touched = _distinct(pair_rows)
         local = np.searchsorted(touched, pair_rows)
-        incidence = sp.csr_matrix((np.ones(pairs.size), (local, pairs // len(self.token_ids))),
-                                  shape=(len(touched), len(encoded)))
-        self.sums[touched] += incidence @ chunk.vectors
-        self.counts[touched] += (incidence @ chunk.words).astype(np.int64)
+        subwords_by_strings = sp.csr_matrix(
+            (np.ones(pairs.size), (local, pairs // len(self.token_ids))),
+            shape=(len(touched), len(chunk.texts)))
+        subwords_by_words = subwords_by_strings @ chunk.strings_by_words
+        self.sums[touched] += subwords_by_words @ chunk.vectors
+        self.counts[touched] += np.asarray(subwords_by_words.sum(axis=1), np.int64).ravel()
 
     def result(self) -> SubwordSums:
         return SubwordSums(self.sums, self.counts, self.token_ids)
@@ -152,9 +172,10 @@ def subword_sums(chunks: Iterable[tuple[list[str], np.ndarray]],
         for acc, encoded in zip(accumulators, encodings):
             acc.add(chunk, encoded.result())
 
-    # The tokenizers (Rust, GIL released) encode the next chunk in a worker thread while this
-    # thread adds up the previous one.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Each tokenizer (Rust, GIL released) encodes the next chunk in its own worker thread while
+    # this thread adds up the previous one.
+    with _one_thread_per_tokenizer(len(requests)), \
+            ThreadPoolExecutor(max_workers=len(requests)) as pool:
         for keys, vectors in chunks:
             if accumulators is None:
                 accumulators = [_Accumulator(tok, size, rows, vectors.shape[1])
@@ -174,3 +195,24 @@ def subword_sums(chunks: Iterable[tuple[list[str], np.ndarray]],
     if accumulators is None:
         raise JaxcptError("the word vectors are empty")
     return [acc.result() for acc in accumulators], num_words
+
+
+@contextlib.contextmanager
+def _one_thread_per_tokenizer(num_tokenizers: int):
+    """When the worker threads alone occupy every core, switch off the tokenizers' own (rayon)
+    parallelism for the pass: on 2 cores, 2 serial tokenizers beside the summing thread were ~15%
+    faster than 2 tokenizers sharing rayon's pool. More cores: rayon keeps them busy."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    if cores > num_tokenizers:
+        yield
+        return
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"   # read by the Rust library at every batch
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous

@@ -54,8 +54,11 @@ class WordVectors:
         """(keys, float32 [n, d]) blocks in order; memory-mapped vectors are read, not mapped in."""
         for start in range(0, len(self.keys), rows):
             stop = min(start + rows, len(self.keys))
-            keys = self.keys[start:stop]
-            yield (keys.tolist() if isinstance(keys, np.ndarray) else keys,
+            if isinstance(self.keys, np.ndarray):
+                keys = _read_rows(self.keys, start, stop).tolist()
+            else:
+                keys = self.keys[start:stop]
+            yield (keys,
                    _read_rows(self.vectors, start, stop).astype(np.float32, copy=False))
 
 
