@@ -52,6 +52,14 @@ def test_resume_on_another_mesh_and_partial_restore(tmp_path):
     assert _losses(tmp_path / "from_run")[1] < a[1]  # starts from the trained params
 
 
+def test_a_relative_model_dir_saves_and_resumes(tmp_path, monkeypatch):
+    # orbax rejects relative paths deep in its async writer; `make demo` passes runs/demo/...
+    monkeypatch.chdir(tmp_path)
+    loop_lib.train(_config("runs/rel", steps=4))
+    assert (tmp_path / "runs" / "rel" / "checkpoints" / "4" / "state").is_dir()
+    assert loop_lib.train(_config("runs/rel", steps=6))["start_step"] == 4
+
+
 def test_truncated_latest_checkpoint_falls_back_with_warning(tmp_path, capsys):
     loop_lib.train(_config(tmp_path / "run"))
     state_dir = tmp_path / "run" / "checkpoints" / "8" / "state"

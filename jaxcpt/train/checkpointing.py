@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -62,9 +63,16 @@ class CheckpointConfig:
     async_save: bool = True
 
 
+def absolute_path(path) -> epath.Path:
+    """A local path made absolute (orbax's array writer rejects relative ones); URLs such as
+    gs://bucket/run stay as they are."""
+    text = os.fspath(path)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
 class Checkpoints:
     def __init__(self, model_dir, cfg: CheckpointConfig):
-        self.root = epath.Path(model_dir) / "checkpoints"
+        self.root = absolute_path(model_dir) / "checkpoints"
         self.cfg = cfg
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.keep, save_interval_steps=cfg.every_steps, create=True,
