@@ -62,9 +62,10 @@ def encode_batch(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return ids, np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
     items = [texts[i:i + STRINGS_PER_ITEM] for i in range(0, len(texts), STRINGS_PER_ITEM)]
     encodings = backend.encode_batch(items, is_pretokenized=True, add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+    id_lists = [e.ids for e in encodings]  # each `.ids` access builds a new Python list
+    lengths = np.fromiter(map(len, id_lists), np.int64, len(id_lists))
     total = int(lengths.sum())
-    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int64, total)
+    ids = np.fromiter(itertools.chain.from_iterable(id_lists), np.int64, total)
     word_ids = list(itertools.chain.from_iterable(e.word_ids for e in encodings))
     if None in word_ids:  # cannot happen without special tokens; never guess an id's text
         raise JaxcptError("tokenizer returned a token without a word index for pre-tokenized "
