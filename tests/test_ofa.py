@@ -126,6 +126,17 @@ def test_overlap_matches_the_official_rules_and_keeps_source_ids(toy):
     assert len(loose_t) >= len(target_ids)
 
 
+def test_vocabulary_tables_are_shared_until_the_tokenizer_grows(t5_tokenizer):
+    from jaxcpt.init.tokens import raw_tokens, vocab
+
+    tokenizer = load_tokenizer(t5_tokenizer())
+    assert vocab(tokenizer) is vocab(tokenizer) and vocab(tokenizer) == tokenizer.get_vocab()
+    assert raw_tokens(tokenizer) is raw_tokens(tokenizer)
+    tokenizer.add_tokens(["zqzqzq"])
+    assert vocab(tokenizer)["zqzqzq"] == len(tokenizer) - 1
+    assert raw_tokens(tokenizer)[len(tokenizer) - 1] == "zqzqzq"
+
+
 def test_overlap_rows_are_copied_exactly(toy, result):
     target_ids, source_ids = overlap(toy["source"], toy["target"])
     coords = toy["coords"]

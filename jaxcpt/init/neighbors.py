@@ -11,6 +11,7 @@ merged back.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -20,7 +21,7 @@ CANDIDATE_MARGIN = 10
 # float64 bits depending on summation order; closer than this counts as a tie.
 TIE_TOLERANCE = 1e-12
 GROUP = 128  # source columns per group in the two-step top-k
-BLOCK_BYTES = 1 << 28  # float32 similarity block: 256 MiB
+BLOCK_BYTES = 1 << 28  # float32 similarity block: 256 MiB (two are held: see _Candidates)
 
 
 class _Candidates:
@@ -38,14 +39,18 @@ class _Candidates:
         source_DS = np.zeros((source_SD.shape[1], GROUP * self.groups), np.float32)
         source_DS[:, : self.num_source] = source_SD.T
         self.source_DS = source_DS
-        self.sims_BS = np.empty((rows, source_DS.shape[1]), np.float32)
+        # two similarity buffers: the next block's matmul runs while this one's is searched
+        self.buffers = [np.empty((rows, source_DS.shape[1]), np.float32) for _ in range(2)]
 
-    def __call__(self, query_BD: np.ndarray) -> np.ndarray:
-        """[B, count] source row indices."""
-        batch = query_BD.shape[0]
-        sims_BS = self.sims_BS[:batch]
+    def similarities(self, query_BD: np.ndarray, buffer: int) -> np.ndarray:
+        sims_BS = self.buffers[buffer][: query_BD.shape[0]]
         np.matmul(query_BD.astype(np.float32), self.source_DS, out=sims_BS)
         sims_BS[:, self.num_source:] = -np.inf
+        return sims_BS
+
+    def best(self, sims_BS: np.ndarray) -> np.ndarray:
+        """[B, count] source row indices."""
+        batch = sims_BS.shape[0]
         if self.groups <= self.count:
             return np.argpartition(-sims_BS[:, : self.num_source], self.count - 1, axis=1
                                    )[:, : self.count]
@@ -73,7 +78,7 @@ def top_neighbors(query_QD: np.ndarray, source_SD: np.ndarray, neighbors: int, *
 
     query_QD / source_SD: float64 unit (or zero) rows. excluded_S: source rows that may never be
     neighbours. tie[q] is True when the n-th and (n+1)-th similarities are equal (TIE_TOLERANCE).
-    block: query rows per matmul (default: a 256 MiB similarity block).
+    block: query rows per matmul (default: 256 MiB similarity blocks).
     """
     num_source = source_SD.shape[0]
     excluded_S = np.zeros(num_source, bool) if excluded_S is None else excluded_S
@@ -93,23 +98,35 @@ def top_neighbors(query_QD: np.ndarray, source_SD: np.ndarray, neighbors: int, *
     sims = np.zeros((len(query_QD), neighbors), np.float64)
     tie = np.zeros(len(query_QD), bool)
     started, next_report = time.time(), 0.0
-    for start in range(0, len(query_QD), block):
-        stop = min(start + block, len(query_QD))
-        if candidates is not None:
-            cand = nonzero[candidates(query_QD[start:stop])]
-        else:
-            cand = np.zeros((stop - start, 0), np.int64)
-        zeros = np.broadcast_to(zero_pad, (stop - start, len(zero_pad)))
-        cand = np.concatenate([cand, zeros], axis=1)
-        exact = np.einsum("qd,qcd->qc", query_QD[start:stop], source_SD[cand])
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :want]
-        best = np.take_along_axis(exact, order, axis=1)
-        ids[start:stop] = np.take_along_axis(cand, order, axis=1)[:, :neighbors]
-        sims[start:stop] = best[:, :neighbors]
-        tie[start:stop] = np.abs(best[:, neighbors - 1] - best[:, neighbors]) <= TIE_TOLERANCE
-        elapsed = time.time() - started
-        if log is not None and elapsed >= next_report and stop < len(query_QD):
-            log(f"ofa: neighbours {stop:,}/{len(query_QD):,} rows "
-                f"(ETA {(len(query_QD) - stop) * elapsed / stop:.0f}s)")
-            next_report = elapsed + 30
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = (pool.submit(candidates.similarities, query_QD[:block], 0)
+                   if candidates is not None and len(query_QD) else None)
+        for number, start in enumerate(range(0, len(query_QD), block)):
+            stop = min(start + block, len(query_QD))
+            if candidates is not None:
+                sims_BS = pending.result()
+                if stop < len(query_QD):   # BLAS on the next block while this one is searched
+                    pending = pool.submit(candidates.similarities, query_QD[stop:stop + block],
+                                          (number + 1) % 2)
+                cand = nonzero[candidates.best(sims_BS)]
+            else:
+                cand = np.zeros((stop - start, 0), np.int64)
+            cand = np.concatenate([cand, np.broadcast_to(zero_pad, (stop - start, len(zero_pad)))],
+                                  axis=1)
+            ids[start:stop], sims[start:stop], tie[start:stop] = _rescored(
+                query_QD[start:stop], source_SD, cand, neighbors)
+            elapsed = time.time() - started
+            if log is not None and elapsed >= next_report and stop < len(query_QD):
+                log(f"ofa: neighbours {stop:,}/{len(query_QD):,} rows "
+                    f"(ETA {(len(query_QD) - stop) * elapsed / stop:.0f}s)")
+                next_report = elapsed + 30
     return ids, sims, tie
+
+
+def _rescored(query_BD: np.ndarray, source_SD: np.ndarray, cand: np.ndarray, neighbors: int):
+    """The best `neighbors` of each row's candidates by float64 similarity, and the tie test."""
+    exact = np.einsum("qd,qcd->qc", query_BD, source_SD[cand])
+    order = np.argsort(-exact, axis=1, kind="stable")[:, : neighbors + 1]
+    best = np.take_along_axis(exact, order, axis=1)
+    tie = np.abs(best[:, neighbors - 1] - best[:, neighbors]) <= TIE_TOLERANCE
+    return np.take_along_axis(cand, order, axis=1)[:, :neighbors], best[:, :neighbors], tie

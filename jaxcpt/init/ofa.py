@@ -22,7 +22,7 @@ from jaxcpt.init.factorize import check_dims, copy_overlap, factorize
 from jaxcpt.init.neighbors import normalized, top_neighbors
 from jaxcpt.init.result import InitResult, register
 from jaxcpt.init.subword_vectors import subword_sums
-from jaxcpt.init.tokens import load_tokenizer, overlap, raw_tokens, standardized_strings
+from jaxcpt.init.tokens import load_tokenizer, overlap, raw_tokens, standardized_strings, vocab
 from jaxcpt.vocab.wordvecs import WordVectors, iter_word_vector_chunks
 
 OFFICIAL_SEED = 114514
@@ -84,7 +84,7 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     # piece tokenizer holds ~0.5 GiB).
     excluded = _special_source_rows(source_tok) if exclude_special_neighbors else None
     via_token_string = _via_token_string(source_tok, num_source)
-    num_random_rows = len(target_tok.get_vocab())
+    num_random_rows = len(vocab(target_tok))
     chunks = (word_vectors.iter_chunks(WORD_CHUNK_ROWS) if isinstance(word_vectors, WordVectors)
               else iter_word_vector_chunks(word_vectors, WORD_CHUNK_ROWS))
     (source_sums, target_sums), num_words = subword_sums(
@@ -205,9 +205,9 @@ def _kept_mask(target_tok, num_target: int, target_ids: np.ndarray) -> np.ndarra
 
 
 def _via_token_string(tokenizer, size: int) -> np.ndarray:
-    vocab = tokenizer.get_vocab()
+    token_ids = vocab(tokenizer)
     raw = raw_tokens(tokenizer)
-    return np.array([vocab.get(raw[i], i) if i < len(raw) and raw[i] is not None else i
+    return np.array([token_ids.get(raw[i], i) if i < len(raw) and raw[i] is not None else i
                      for i in range(size)], np.int64)
 
 

@@ -8,8 +8,8 @@ subword's vector is the plain mean of those words' vectors; uncovered subwords g
 
 Here a chunk of keys becomes its distinct strings once (shared by every tokenizer) and a sparse
 [strings, words] matrix C counting how many of a word's three variants each string is. Each
-tokenizer encodes the distinct strings (in its own worker thread, 512 strings per pre-tokenized
-batch item: see `encode_batch`), and a sparse [subwords, strings] 0/1 matrix T of distinct ids per
+tokenizer encodes the distinct strings in its own worker thread (exactly as `encode` would, each
+distinct pre-token once where it can: see `text_encoding`), and a sparse [subwords, strings] 0/1 matrix T of distinct ids per
 string gives the sums as (T @ C) @ vectors, in float64 (T @ C has fewer entries than T: a word's
 variants mostly share their subwords). The *sum* is kept: it has the direction of the mean, which
 is all the cosine similarity needs. Each tokenizer may restrict its rows (OFA needs target rows
@@ -19,7 +19,6 @@ only for new tokens).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +28,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.init.text_encoding import text_encoder
 
 
 def word_variants(key: str) -> tuple[str, str, str]:
@@ -42,36 +42,6 @@ def word_variants(key: str) -> tuple[str, str, str]:
     else:
         capitalised = " " + w[:1].upper() + w[1:]
     return w, " " + w, capitalised
-
-
-# Strings per `encode_batch` item. Each string is passed as one word of a pre-tokenized sequence:
-# the Rust pipeline treats every word exactly like a separate `encode` call (added tokens,
-# normalizer, pre-tokenizer, model), and the per-Encoding overhead, not the model, was ~60% of the
-# cost of encoding short words one by one.
-STRINGS_PER_ITEM = 512
-
-
-def encode_batch(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of `tokenizer.encode(t, add_special_tokens=False)` for every text, flattened:
-    (ids, index of the text each id belongs to), in text order."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:  # a slow (Python) tokenizer
-        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
-        ids = np.fromiter(itertools.chain.from_iterable(encoded), np.int64, int(lengths.sum()))
-        return ids, np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
-    items = [texts[i:i + STRINGS_PER_ITEM] for i in range(0, len(texts), STRINGS_PER_ITEM)]
-    encodings = backend.encode_batch(items, is_pretokenized=True, add_special_tokens=False)
-    id_lists = [e.ids for e in encodings]  # each `.ids` access builds a new Python list
-    lengths = np.fromiter(map(len, id_lists), np.int64, len(id_lists))
-    total = int(lengths.sum())
-    ids = np.fromiter(itertools.chain.from_iterable(id_lists), np.int64, total)
-    word_ids = list(itertools.chain.from_iterable(e.word_ids for e in encodings))
-    if None in word_ids:  # cannot happen without special tokens; never guess an id's text
-        raise JaxcptError("tokenizer returned a token without a word index for pre-tokenized "
-                          "input; cannot attribute ids to words")
-    item_start = np.repeat(np.arange(len(encodings), dtype=np.int64) * STRINGS_PER_ITEM, lengths)
-    return ids, item_start + np.fromiter(word_ids, np.int64, total)
 
 
 @dataclass
@@ -106,7 +76,7 @@ def _chunk(keys: list[str], vectors: np.ndarray) -> _Chunk:
     # Duplicate (string, word) entries add up: the multiplicity the official lists carry.
     strings_by_words = sp.csr_matrix((np.ones(len(variants)), (text_of, word_of)),
                                      shape=(len(index), len(keys)))
-    return _Chunk(list(index), strings_by_words, vectors.astype(np.float64))
+    return _Chunk(list(index), strings_by_words, np.ascontiguousarray(vectors, np.float64))
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
@@ -115,9 +85,29 @@ def _distinct(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate([[True], values[1:] != values[:-1]])] if values.size else values
 
 
+def _csr_kernel():
+    """scipy's CSR x dense kernel (Y += A @ X into a given Y): what `matrix @ dense` runs."""
+    from scipy.sparse import _sparsetools
+
+    return getattr(_sparsetools, "csr_matvecs", None)
+
+
+def _add_product(matrix, dense: np.ndarray, out: np.ndarray) -> None:
+    """out += matrix @ dense for a CSR matrix, written straight into `out` by scipy's own kernel:
+    no [rows, d] product and no gather/scatter of the touched rows (half of the summing time)."""
+    assert out.flags.c_contiguous and dense.flags.c_contiguous and out.dtype == dense.dtype
+    kernel = _csr_kernel()
+    if kernel is None:  # a scipy without the kernel under this name: the public way
+        touched = np.flatnonzero(np.diff(matrix.indptr))
+        out[touched] += matrix[touched] @ dense
+        return
+    kernel(matrix.shape[0], matrix.shape[1], dense.shape[1], matrix.indptr, matrix.indices,
+           matrix.data.astype(out.dtype, copy=False), dense.reshape(-1), out.reshape(-1))
+
+
 class _Accumulator:
     def __init__(self, tokenizer, vocab_size: int, rows: np.ndarray | None, dim: int):
-        self.tokenizer = tokenizer
+        self.encode_texts = text_encoder(tokenizer)
         self.token_ids = (np.arange(vocab_size, dtype=np.int64) if rows is None
                           else np.asarray(rows, np.int64))
         # Map token id -> accumulator row (-1: not tracked).
@@ -128,7 +118,7 @@ class _Accumulator:
         self.vocab_size = vocab_size
 
     def encode(self, chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
-        return encode_batch(self.tokenizer, chunk.texts)
+        return self.encode_texts(chunk.texts)
 
     def add(self, chunk: _Chunk, encoded: tuple[np.ndarray, np.ndarray]) -> None:
         import scipy.sparse as sp
@@ -139,19 +129,15 @@ class _Accumulator:
                               f"({self.vocab_size})")
         rows = self.row_of[ids]
         keep = rows >= 0
+        num_rows = len(self.token_ids)
         # distinct ids per string, as the official `set(tokenized)`
-        pairs = _distinct(texts[keep] * len(self.token_ids) + rows[keep])
-        if pairs.size == 0:
-            return
-        pair_rows = pairs % len(self.token_ids)
-        touched = _distinct(pair_rows)
-        local = np.searchsorted(touched, pair_rows)
+        pairs = _distinct(texts[keep] * num_rows + rows[keep])
         subwords_by_strings = sp.csr_matrix(
-            (np.ones(pairs.size), (local, pairs // len(self.token_ids))),
-            shape=(len(touched), len(chunk.texts)))
-        subwords_by_words = subwords_by_strings @ chunk.strings_by_words
-        self.sums[touched] += subwords_by_words @ chunk.vectors
-        self.counts[touched] += np.asarray(subwords_by_words.sum(axis=1), np.int64).ravel()
+            (np.ones(pairs.size), (pairs % num_rows, pairs // num_rows)),
+            shape=(num_rows, len(chunk.texts)))
+        subwords_by_words = (subwords_by_strings @ chunk.strings_by_words).tocsr()
+        _add_product(subwords_by_words, chunk.vectors, self.sums)
+        self.counts += np.asarray(subwords_by_words.sum(axis=1), np.int64).ravel()
 
     def result(self) -> SubwordSums:
         return SubwordSums(self.sums, self.counts, self.token_ids)

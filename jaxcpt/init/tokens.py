@@ -15,6 +15,7 @@ copied rows can be compared number for number (DESIGN §4 steps 2-3):
 from __future__ import annotations
 
 import pathlib
+import weakref
 
 import numpy as np
 
@@ -40,23 +41,49 @@ def load_tokenizer(tok_or_dir):
         raise JaxcptError(f"cannot load a tokenizer from {path}: {first_line}") from None
 
 
+# Vocabulary tables per tokenizer object: get_vocab() takes ~0.4 s and convert_ids_to_tokens ~0.5 s
+# for a 400k-piece tokenizer, and an initializer asks for them several times. Rebuilt when the
+# tokenizer grows (tokens can be added to a tokenizer, never removed or renamed).
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _memo(tokenizer, name: str, build):
+    try:
+        tables = _TABLES.get(tokenizer)
+        if tables is None or tables["size"] != len(tokenizer):
+            tables = _TABLES[tokenizer] = {"size": len(tokenizer)}
+    except TypeError:   # not weak-referenceable: no memo
+        return build()
+    if name not in tables:
+        tables[name] = build()
+    return tables[name]
+
+
+def vocab(tokenizer) -> dict[str, int]:
+    """`tokenizer.get_vocab()`, shared: do not modify."""
+    return _memo(tokenizer, "vocab", tokenizer.get_vocab)
+
+
 def vocab_ids(tokenizer) -> list[int]:
     """The ids of `tokenizer.get_vocab()`, sorted."""
-    return sorted(set(tokenizer.get_vocab().values()))
+    return sorted(set(vocab(tokenizer).values()))
 
 
 def raw_tokens(tokenizer) -> list[str | None]:
-    """`convert_ids_to_tokens(id)` for id in 0..max_id (None where an id has no token)."""
-    ids = vocab_ids(tokenizer)
-    out: list[str | None] = [None] * (ids[-1] + 1 if ids else 0)
-    for token_id, token in zip(ids, tokenizer.convert_ids_to_tokens(ids)):
-        out[token_id] = token
-    return out
+    """`convert_ids_to_tokens(id)` for id in 0..max_id (None where an id has no token); shared: do
+    not modify."""
+    def build():
+        ids = vocab_ids(tokenizer)
+        out: list[str | None] = [None] * (ids[-1] + 1 if ids else 0)
+        for token_id, token in zip(ids, tokenizer.convert_ids_to_tokens(ids)):
+            out[token_id] = token
+        return out
+    return _memo(tokenizer, "raw_tokens", build)
 
 
 def standardization_kind(tokenizer) -> str:
     """'spiece', 'wordpiece' or 'decode': the rule `standardized_strings` applies."""
-    keys = tokenizer.get_vocab().keys()
+    keys = vocab(tokenizer).keys()
     if sum(1 for k in keys if k[:1] == SPIECE_SPACE) > 100:
         return "spiece"
     if sum(1 for k in keys if k[:2] == WORDPIECE_PREFIX) > 100:
