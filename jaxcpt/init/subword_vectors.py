@@ -8,11 +8,11 @@ subword's vector is the plain mean of those words' vectors; uncovered subwords g
 
 Here a chunk of keys becomes its distinct strings once (shared by every tokenizer) and a sparse
 [strings, words] matrix C counting how many of a word's three variants each string is. Each
-tokenizer encodes the distinct strings in its own worker thread (exactly as `encode` would, each
-distinct pre-token once where it can: see `text_encoding`), and a sparse [subwords, strings] 0/1 matrix T of distinct ids per
-string gives the sums as (T @ C) @ vectors, in float64 (T @ C has fewer entries than T: a word's
-variants mostly share their subwords). The *sum* is kept: it has the direction of the mean, which
-is all the cosine similarity needs. Each tokenizer may restrict its rows (OFA needs target rows
+tokenizer encodes the distinct strings in its own worker thread (the ids of one `encode` per
+string, computed in batches: see `text_encoding`), and a sparse [subwords, strings] 0/1 matrix T
+of distinct ids per string gives the sums as (T @ C) @ vectors, added in place, in float64 (T @ C
+has fewer entries than T: a word's variants mostly share their subwords). The *sum* is kept: it
+has the direction of the mean, which is all the cosine similarity needs. Each tokenizer may restrict its rows (OFA needs target rows
 only for new tokens).
 """
 

@@ -1,4 +1,5 @@
-"""Token ids of many short strings, as `tokenizer.encode(text, add_special_tokens=False)` gives them.
+"""Token ids of many short strings, as `tokenizer.encode(text, add_special_tokens=False)` gives
+them.
 
 OFA encodes ~3 strings per word-vector key (millions of them): the slow part of an OFA init. Two
 exact ways, picked per tokenizer by `text_encoder`:
@@ -174,7 +175,10 @@ class PresplitEncoder:
 
     def __call__(self, texts: list[str]) -> Encoded:
         normalized = list(map(self.normalize, texts)) if self.normalize else texts
-        whole = sorted(self._with_added_text(texts) | self._with_added_text(normalized))
+        whole = self._with_added_text(texts)
+        if self.normalize:   # normalized added tokens are matched after normalizing
+            whole |= self._with_added_text(normalized)
+        whole = sorted(whole)
         if whole:   # encoded whole below; here they are empty
             normalized = list(normalized)
             for i in whole:
@@ -196,7 +200,8 @@ class PresplitEncoder:
         return ids, text_of
 
     def _cut_and_encode(self, strings: list[str]) -> Encoded:
-        """Pre-split strings (none holds `CUT`) through the cutter, each followed by a `CUT` word."""
+        """Pre-split strings (none holds `CUT`) through the cutter, each one followed by a `CUT`
+        word in its item."""
         items = []
         for start in range(0, len(strings), STRINGS_PER_ITEM):
             words = strings[start:start + STRINGS_PER_ITEM]
