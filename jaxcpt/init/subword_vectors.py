@@ -12,8 +12,8 @@ tokenizer encodes the distinct strings in its own worker thread (the ids of one 
 string, computed in batches: see `text_encoding`), and a sparse [subwords, strings] 0/1 matrix T
 of distinct ids per string gives the sums as (T @ C) @ vectors, added in place, in float64 (T @ C
 has fewer entries than T: a word's variants mostly share their subwords). The *sum* is kept: it
-has the direction of the mean, which is all the cosine similarity needs. Each tokenizer may restrict its rows (OFA needs target rows
-only for new tokens).
+has the direction of the mean, which is all the cosine similarity needs. Each tokenizer may
+restrict its rows (OFA needs target rows only for new tokens).
 """
 
 from __future__ import annotations
