@@ -55,13 +55,13 @@ def test_both_encoders_equal_one_encode_per_string(which, t5_tokenizer):
     assert any(len(e) == 0 for e in expected) and any(len(e) > 3 for e in expected)
 
 
-def toy_tokenizer(pre_tokenizer, normalizer=None, added=()):
+def toy_tokenizer(pre_tokenizer, normalizer=None, added=(), score_step=0.37):
     """A small Unigram tokenizer whose pieces overlap (so segmentations depend on the context)."""
     from tokenizers import AddedToken, Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     pieces = ["a", "b", "▁", "ab", "ba", "▁a", "▁b", "▁ab", "aba", "\t", "▁▁", "bb", "A", "▁A"]
-    vocab = [("<unk>", 0.0)] + [(p, -1.0 - 0.37 * i) for i, p in enumerate(pieces)]
+    vocab = [("<unk>", 0.0)] + [(p, -1.0 - score_step * i) for i, p in enumerate(pieces)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizer
     if normalizer is not None:
@@ -127,6 +127,32 @@ def test_added_tokens_and_normalizer_are_respected():
     assert isinstance(encode, PresplitEncoder)
     texts = SMALL_WORLD + ["xab▁y", "BAB", "bAb a", "AB▁ab", " a", "a a", "BAb"]
     assert grouped(encode, texts) == per_string(tokenizer, texts)
+
+
+def test_tokenizers_of_one_family_share_the_pre_split_forms():
+    """One pass over the word vectors prepares each chunk's pre-split forms once per family (same
+    normalizer, added tokens and pre-tokenizer): the sums equal those of separate passes."""
+    from tokenizers import normalizers
+
+    from jaxcpt.init.subword_vectors import subword_sums
+
+    first = toy_tokenizer(whitespace_then(metaspace()))
+    other_scores = toy_tokenizer(whitespace_then(metaspace()), score_step=0.11)
+    lowercased = toy_tokenizer(whitespace_then(metaspace()), normalizers.Lowercase())
+    family = [text_encoder(t).form_key for t in (first, other_scores, lowercased)]
+    assert family[0] == family[1] != family[2]
+
+    keys = [("eng:" if i % 2 else "$") + s for i, s in enumerate(SMALL_WORLD[:900])]
+    vectors = np.random.default_rng(0).standard_normal((len(keys), 3))
+    chunks = [(keys[:500], vectors[:500]), (keys[500:], vectors[500:])]
+    tokenizers = (first, other_scores, lowercased)
+    together, _ = subword_sums(chunks, [(t, len(t), None) for t in tokenizers])
+    for tokenizer, joint in zip(tokenizers, together):
+        (alone,), _ = subword_sums(chunks, [(tokenizer, len(tokenizer), None)])
+        np.testing.assert_array_equal(joint.sums, alone.sums)
+        np.testing.assert_array_equal(joint.counts, alone.counts)
+    assert not np.array_equal(together[0].sums, together[1].sums)   # the models do differ
+    assert not np.array_equal(together[0].sums, together[2].sums)
 
 
 def test_marker_characters_in_the_texts():

@@ -84,7 +84,6 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     # piece tokenizer holds ~0.5 GiB).
     excluded = _special_source_rows(source_tok) if exclude_special_neighbors else None
     via_token_string = _via_token_string(source_tok, num_source)
-    num_random_rows = len(vocab(target_tok))
     chunks = (word_vectors.iter_chunks(WORD_CHUNK_ROWS) if isinstance(word_vectors, WordVectors)
               else iter_word_vector_chunks(word_vectors, WORD_CHUNK_ROWS))
     (source_sums, target_sums), num_words = subword_sums(
@@ -121,15 +120,18 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
         "neighbors_per_token": int(neighbors), "temperature": float(temperature), "seed": int(seed),
     }
     plan = _RowPlan(num_target, target_ids, source_ids, query_ids, neighbor_ids, weights,
-                    random_ids, num_random_rows=num_random_rows)
+                    random_ids)
     output_rows = None
     if source_output_embeddings is not None:
-        output_rows = plan.rows(np.asarray(source_output_embeddings, np.float32), seed + 1)
+        output = np.asarray(source_output_embeddings, np.float32)
+        output_rows = plan.rows(output, plan.normal_draws([output.shape[1]], seed + 1)[
+            output.shape[1]])
     log(f"ofa: neighbours done ({time.time() - started:.0f}s); SVD of the source embeddings")
+    draws = plan.normal_draws(dims, seed)   # one pass over the random stream serves every k
     results = {}
     for k, (coords, primitives) in factorize(source_embeddings, dims).items():
         stats = dict(stats_common, k=k, seconds=round(time.time() - started, 2))
-        results[k] = InitResult(plan.rows(coords, seed),
+        results[k] = InitResult(plan.rows(coords, draws.pop(k)),
                                 None if primitives is None else np.asarray(primitives, np.float32),
                                 output_rows, stats)
         log(f"ofa: k={k} done ({time.time() - started:.0f}s)")
@@ -148,9 +150,13 @@ class _RowPlan:
     neighbor_ids: np.ndarray
     weights: np.ndarray
     random_ids: np.ndarray  # rows of the official random draw
-    num_random_rows: int
 
-    def rows(self, source_rows: np.ndarray, seed: int) -> np.ndarray:
+    def normal_draws(self, widths, seed: int) -> dict[int, np.ndarray]:
+        """The official random draw's standard normals for the random rows, per width."""
+        return normal_rows(self.random_ids, widths, seed)
+
+    def rows(self, source_rows: np.ndarray, draw: np.ndarray) -> np.ndarray:
+        """draw: `normal_draws(...)[k]` for these rows' width k."""
         rows = copy_overlap(source_rows, self.num_target, self.target_ids, self.source_ids)
         for start in range(0, len(self.query_ids), 2048):   # float64 gathers of ~60 MiB
             stop = min(start + 2048, len(self.query_ids))
@@ -160,28 +166,46 @@ class _RowPlan:
         if len(self.random_ids):
             # Same expression as the official code (float32 mean/std of the source rows).
             mean, std = source_rows.mean(0), source_rows.std(0)
-            rows[self.random_ids] = random_fallback(mean, std, self.num_random_rows,
-                                                    self.random_ids, seed)
+            rows[self.random_ids] = _scaled(draw, mean, std)
         return rows
 
 
-def random_fallback(mean, std, num_rows: int, wanted: np.ndarray, seed: int,
-                    chunk: int = 16384) -> np.ndarray:
-    """Rows `wanted` of `RandomState(seed).normal(mean, std, (num_rows, k))`, drawn in row chunks
-    without holding the whole matrix (the legacy generator's stream is sequential, so row r does
-    not depend on how many rows the official call draws; `num_rows` only documents that call).
-    Rows past `num_rows` (ids the official code could not index: a vocabulary whose get_vocab()
-    is shorter than the tokenizer) simply continue the same stream."""
-    wanted = np.asarray(wanted)
+def random_fallback(mean, std, num_rows: int, wanted: np.ndarray, seed: int) -> np.ndarray:
+    """Rows `wanted` of `RandomState(seed).normal(mean, std, (num_rows, k))` (float64), without
+    holding the whole matrix; `num_rows` only documents the official call (see `normal_rows`)."""
+    draw = normal_rows(wanted, [len(mean)], seed)[len(mean)]
+    return _scaled(draw, mean, std)
+
+
+def _scaled(draw: np.ndarray, mean, std) -> np.ndarray:
+    # the legacy generator's normal(loc, scale) is loc + scale * gauss, in float64
+    return np.asarray(mean, np.float64) + np.asarray(std, np.float64) * draw
+
+
+def normal_rows(wanted: np.ndarray, widths, seed: int, chunk: int = 1 << 22
+                ) -> dict[int, np.ndarray]:
+    """{w: rows `wanted` of `RandomState(seed).standard_normal((n, w))`} for every width w, from
+    one pass over the generator's stream: element (r, j) of a width-w draw is stream element
+    r * w + j whatever n is (the legacy stream is sequential), so the widest draw covers the
+    others. Rows past the official `n` simply continue the stream."""
+    wanted = np.asarray(wanted, np.int64)
+    widths = sorted(set(int(w) for w in widths))
+    order = np.argsort(wanted, kind="stable")
+    # per width: stream positions of the wanted rows' elements, ascending
+    positions = {w: (wanted[order][:, None] * w + np.arange(w)).ravel() for w in widths}
+    sorted_rows = {w: np.empty(len(wanted) * w, np.float64) for w in widths}
     rng = np.random.RandomState(seed)
-    out = np.zeros((len(wanted), len(mean)), np.float64)
-    order = np.argsort(wanted)
-    last = int(wanted.max()) + 1 if len(wanted) else 0
-    for start in range(0, last, chunk):
-        stop = min(start + chunk, last)
-        block = rng.normal(mean, std, (stop - start, len(mean)))
-        lo, hi = np.searchsorted(wanted[order], [start, stop])
-        out[order[lo:hi]] = block[wanted[order[lo:hi]] - start]
+    total = (int(wanted.max()) + 1) * widths[-1] if len(wanted) else 0
+    for start in range(0, total, chunk):
+        stream = rng.standard_normal(min(chunk, total - start))
+        for w in widths:
+            lo, hi = np.searchsorted(positions[w], [start, start + len(stream)])
+            sorted_rows[w][lo:hi] = stream[positions[w][lo:hi] - start]
+    out = {}
+    for w in widths:
+        rows = np.empty((len(wanted), w), np.float64)
+        rows[order] = sorted_rows[w].reshape(len(wanted), w)
+        out[w] = rows
     return out
 
 

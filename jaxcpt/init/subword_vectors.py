@@ -9,11 +9,13 @@ subword's vector is the plain mean of those words' vectors; uncovered subwords g
 Here a chunk of keys becomes its distinct strings once (shared by every tokenizer) and a sparse
 [strings, words] matrix C counting how many of a word's three variants each string is. Each
 tokenizer encodes the distinct strings in its own worker thread (the ids of one `encode` per
-string, computed in batches: see `text_encoding`), and a sparse [subwords, strings] 0/1 matrix T
-of distinct ids per string gives the sums as (T @ C) @ vectors, added in place, in float64 (T @ C
-has fewer entries than T: a word's variants mostly share their subwords). The *sum* is kept: it
-has the direction of the mean, which is all the cosine similarity needs. Each tokenizer may
-restrict its rows (OFA needs target rows only for new tokens).
+string, computed in batches: see `text_encoding`; tokenizers of one family, such as a merged
+tokenizer and its source, share the pre-split forms, prepared once in the main thread), and a
+sparse [subwords, strings] 0/1 matrix T of distinct ids per string gives the sums as
+(T @ C) @ vectors, added in place, in float64 (T @ C has fewer entries than T: a word's variants
+mostly share their subwords). The *sum* is kept: it has the direction of the mean, which is all
+the cosine similarity needs. Each tokenizer may restrict its rows (OFA needs target rows only for
+new tokens).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import contextlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.init.neighbors import available_cores
 from jaxcpt.init.text_encoding import text_encoder
 
 
@@ -63,6 +66,7 @@ class _Chunk:
     texts: list[str]
     strings_by_words: object  # scipy csr [len(texts), words]: how many variants of the word
     vectors: np.ndarray  # [words, d] float64
+    forms: dict = field(default_factory=dict)  # encoder.form_key -> encoder.prepare(texts)
 
 
 def _chunk(keys: list[str], vectors: np.ndarray) -> _Chunk:
@@ -107,7 +111,7 @@ def _add_product(matrix, dense: np.ndarray, out: np.ndarray) -> None:
 
 class _Accumulator:
     def __init__(self, tokenizer, vocab_size: int, rows: np.ndarray | None, dim: int):
-        self.encode_texts = text_encoder(tokenizer)
+        self.encoder = text_encoder(tokenizer)
         self.token_ids = (np.arange(vocab_size, dtype=np.int64) if rows is None
                           else np.asarray(rows, np.int64))
         # Map token id -> accumulator row (-1: not tracked).
@@ -117,8 +121,14 @@ class _Accumulator:
         self.counts = np.zeros(len(self.token_ids), np.int64)
         self.vocab_size = vocab_size
 
+    def prepare(self, chunk: _Chunk) -> None:
+        """The chunk's pre-split forms for this tokenizer, unless an equal encoder made them."""
+        key = self.encoder.form_key
+        if key is not None and key not in chunk.forms:
+            chunk.forms[key] = self.encoder.prepare(chunk.texts)
+
     def encode(self, chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
-        return self.encode_texts(chunk.texts)
+        return self.encoder.encode_forms(chunk.texts, chunk.forms.get(self.encoder.form_key))
 
     def add(self, chunk: _Chunk, encoded: tuple[np.ndarray, np.ndarray]) -> None:
         import scipy.sparse as sp
@@ -169,6 +179,8 @@ def subword_sums(chunks: Iterable[tuple[list[str], np.ndarray]],
                                 for tok, size, rows in requests]
             if keys:
                 chunk = _chunk(keys, vectors)
+                for acc in accumulators:   # here: tokenizers of one family share the work
+                    acc.prepare(chunk)
                 encodings = [pool.submit(acc.encode, chunk) for acc in accumulators]
                 if pending is not None:
                     finish(*pending)
@@ -189,9 +201,7 @@ def _one_thread_per_tokenizer(num_tokenizers: int):
     """When the worker threads alone occupy every core, switch off the tokenizers' own (rayon)
     parallelism for the pass: on 2 cores, 2 serial tokenizers beside the summing thread were ~15%
     faster than 2 tokenizers sharing rayon's pool. More cores: rayon keeps them busy."""
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count() or 1)
-    if cores > num_tokenizers:
+    if available_cores() > num_tokenizers:
         yield
         return
     previous = os.environ.get("TOKENIZERS_PARALLELISM")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -92,6 +92,9 @@ class Presplit:
         self.rep, self.prepend, self.split = replacement, prepend, split
         self.whitespace_split = whitespace_split
 
+    def key(self) -> tuple:
+        return self.rep, self.prepend, self.split, self.whitespace_split
+
     @classmethod
     def of(cls, spec: dict | None) -> "Presplit | None":
         if spec is None:
@@ -148,6 +151,15 @@ class Presplit:
         return texts
 
 
+@dataclass
+class Forms:
+    """A batch's distinct pre-split strings, which one each text is, and the texts encoded whole."""
+
+    distinct: list[str]
+    text_distinct: np.ndarray   # [texts] index into `distinct`
+    whole: list[int]            # texts holding an added token's text
+
+
 class PresplitEncoder:
     """Encodes strings through `Presplit` (see the module docstring)."""
 
@@ -164,40 +176,59 @@ class PresplitEncoder:
                            if contents else None)
         # joins the texts for that search: in no added token, so no match spans two texts
         self.added_sep = next(m for m in _MARKERS if not any(m in c for c in contents))
+        normalizer = backend.normalizer
+        # Encoders with equal keys turn a batch into the same Forms.
+        self.form_key = (None if normalizer is None else normalizer.__getstate__(),
+                         frozenset(contents), presplit.key())
 
     @classmethod
     def of(cls, tokenizer) -> "PresplitEncoder | None":
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None or backend.truncation is not None:
             return None
-        presplit = Presplit.of(json.loads(backend.to_str()).get("pre_tokenizer"))
+        # the pre-tokenizer's own JSON (the whole tokenizer's is ~0.4 s to write at 400k pieces)
+        pre_tokenizer = backend.pre_tokenizer
+        presplit = Presplit.of(None if pre_tokenizer is None
+                               else json.loads(pre_tokenizer.__getstate__()))
         return None if presplit is None else cls(backend, presplit)
 
-    def __call__(self, texts: list[str]) -> Encoded:
+    def prepare(self, texts: list[str]) -> Forms | None:
+        """The texts' distinct pre-split forms; None when the batch must be encoded whole. Depends
+        only on `form_key`, so encoders with equal keys (a merged tokenizer and its source) can
+        share it."""
         normalized = list(map(self.normalize, texts)) if self.normalize else texts
         whole = self._with_added_text(texts)
         if self.normalize:   # normalized added tokens are matched after normalizing
             whole |= self._with_added_text(normalized)
         whole = sorted(whole)
-        if whole:   # encoded whole below; here they are empty
+        if whole:   # encoded whole (see encode_forms); here they are empty
             normalized = list(normalized)
             for i in whole:
                 normalized[i] = ""
         presplit = self.presplit(normalized)
         if presplit is None:
-            return encode_batch(self.backend, texts)
+            return None
         index: dict[str, int] = {}
         text_distinct = np.fromiter((index.setdefault(t, len(index)) for t in presplit), np.int64,
                                     len(presplit))
-        distinct_ids, distinct_of = self._cut_and_encode(list(index))
-        ids, text_of = _expand(text_distinct, distinct_ids, distinct_of, len(index))
-        if whole:
-            whole_ids, whole_of = encode_batch(self.backend, [texts[i] for i in whole])
+        return Forms(list(index), text_distinct, whole)
+
+    def encode_forms(self, texts: list[str], forms: Forms | None) -> Encoded:
+        """`texts` encoded, given `prepare(texts)`."""
+        if forms is None:
+            return encode_batch(self.backend, texts)
+        distinct_ids, distinct_of = self._cut_and_encode(forms.distinct)
+        ids, text_of = _expand(forms.text_distinct, distinct_ids, distinct_of, len(forms.distinct))
+        if forms.whole:
+            whole_ids, whole_of = encode_batch(self.backend, [texts[i] for i in forms.whole])
             ids = np.concatenate([ids, whole_ids])
-            text_of = np.concatenate([text_of, np.asarray(whole, np.int64)[whole_of]])
+            text_of = np.concatenate([text_of, np.asarray(forms.whole, np.int64)[whole_of]])
             order = np.argsort(text_of, kind="stable")
             ids, text_of = ids[order], text_of[order]
         return ids, text_of
+
+    def __call__(self, texts: list[str]) -> Encoded:
+        return self.encode_forms(texts, self.prepare(texts))
 
     def _cut_and_encode(self, strings: list[str]) -> Encoded:
         """Pre-split strings (none holds `CUT`) through the cutter, each one followed by a `CUT`
@@ -237,7 +268,25 @@ def _expand(text_distinct: np.ndarray, distinct_ids: np.ndarray, distinct_of: np
     return ids, np.repeat(np.arange(len(text_distinct), dtype=np.int64), lengths)
 
 
-def text_encoder(tokenizer) -> Callable[[list[str]], Encoded]:
+class WholeEncoder:
+    """Every string through the full pipeline (`encode_batch`); the interface of PresplitEncoder."""
+
+    form_key = None
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def prepare(self, texts: list[str]) -> None:
+        return None
+
+    def encode_forms(self, texts: list[str], forms: None) -> Encoded:
+        return encode_batch(self.tokenizer, texts)
+
+    def __call__(self, texts: list[str]) -> Encoded:
+        return encode_batch(self.tokenizer, texts)
+
+
+def text_encoder(tokenizer) -> PresplitEncoder | WholeEncoder:
     """The fastest exact way to encode many strings with `tokenizer`."""
     fast = PresplitEncoder.of(tokenizer)
-    return fast if fast is not None else (lambda texts: encode_batch(tokenizer, texts))
+    return fast if fast is not None else WholeEncoder(tokenizer)
