@@ -12,10 +12,12 @@ from __future__ import annotations
 import ctypes
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from jaxcpt.errors import JaxcptError
 from jaxcpt.init.factorize import check_dims, copy_overlap, factorize
@@ -61,16 +63,22 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     """
     started = time.time()
     log = log or (lambda message: None)
-    source_tok, target_tok = load_tokenizer(source_tokenizer), load_tokenizer(target_tokenizer)
     source_embeddings = np.asarray(source_embeddings)
-    num_source, num_target = len(source_tok), len(target_tok)
-    if source_embeddings.ndim != 2 or source_embeddings.shape[0] != num_source:
-        raise JaxcptError(f"source embeddings of shape {source_embeddings.shape} do not match "
-                          f"the source tokenizer's {num_source} tokens")
+    if source_embeddings.ndim != 2:
+        raise JaxcptError(f"source embeddings of shape {source_embeddings.shape} are not a "
+                          f"[tokens, hidden] matrix")
     dims = check_dims(dims, source_embeddings.shape[1])
     if neighbors < 1 or temperature <= 0:
         raise JaxcptError(f"need neighbors >= 1 and temperature > 0 "
                           f"(got {neighbors}, {temperature})")
+    # The SVD runs on one core in the background while the tokenizers load and the overlap is
+    # found (single-threaded Python: the other core is idle).
+    factors = _in_background(_factorize_on_one_core, source_embeddings, dims)
+    source_tok, target_tok = load_tokenizer(source_tokenizer), load_tokenizer(target_tokenizer)
+    num_source, num_target = len(source_tok), len(target_tok)
+    if source_embeddings.shape[0] != num_source:
+        raise JaxcptError(f"source embeddings of shape {source_embeddings.shape} do not match "
+                          f"the source tokenizer's {num_source} tokens")
 
     target_ids, source_ids = overlap(source_tok, target_tok,
                                      case_insensitive=case_insensitive_overlap,
@@ -80,8 +88,8 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     log(f"ofa: {num_source:,} source / {num_target:,} target tokens, {len(target_ids):,} overlap, "
         f"{len(new_ids):,} new")
 
-    # What the later stages need from the tokenizers, so that they can go before the SVD (a 400k
-    # piece tokenizer holds ~0.5 GiB).
+    # What the later stages need from the tokenizers, so that they can go before the neighbour
+    # search (a 400k piece tokenizer holds ~0.5 GiB).
     excluded = _special_source_rows(source_tok) if exclude_special_neighbors else None
     via_token_string = _via_token_string(source_tok, num_source)
     chunks = (word_vectors.iter_chunks(WORD_CHUNK_ROWS) if isinstance(word_vectors, WordVectors)
@@ -126,16 +134,34 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
         output = np.asarray(source_output_embeddings, np.float32)
         output_rows = plan.rows(output, plan.normal_draws([output.shape[1]], seed + 1)[
             output.shape[1]])
-    log(f"ofa: neighbours done ({time.time() - started:.0f}s); SVD of the source embeddings")
+    log(f"ofa: neighbours done ({time.time() - started:.0f}s); rows for every k")
     draws = plan.normal_draws(dims, seed)   # one pass over the random stream serves every k
     results = {}
-    for k, (coords, primitives) in factorize(source_embeddings, dims).items():
-        stats = dict(stats_common, k=k, seconds=round(time.time() - started, 2))
-        results[k] = InitResult(plan.rows(coords, draws.pop(k)),
-                                None if primitives is None else np.asarray(primitives, np.float32),
-                                output_rows, stats)
-        log(f"ofa: k={k} done ({time.time() - started:.0f}s)")
+    with ThreadPoolExecutor(max_workers=2) as pool:   # numpy gathers and page faults, GIL free
+        rows = {k: pool.submit(plan.rows, coords, draws.pop(k))
+                for k, (coords, _) in factors.result().items()}
+        for k, (_, primitives) in factors.result().items():
+            stats = dict(stats_common, k=k, seconds=round(time.time() - started, 2))
+            results[k] = InitResult(rows[k].result(),
+                                    None if primitives is None
+                                    else np.asarray(primitives, np.float32), output_rows, stats)
+            log(f"ofa: k={k} done ({time.time() - started:.0f}s)")
     return results
+
+
+def _factorize_on_one_core(source_embeddings: np.ndarray, dims) -> dict:
+    # BLAS limits are process-wide: nothing else calls BLAS while the tokenizers load.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return factorize(source_embeddings, dims)
+
+
+def _in_background(function, *args) -> Future:
+    """function(*args) in a thread of its own; the result (or exception) comes from the future."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(function, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 @dataclass
