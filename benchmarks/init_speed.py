@@ -20,6 +20,7 @@ in its own subprocess, which reports its own peak RSS (ru_maxrss):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import pathlib
@@ -160,6 +161,23 @@ def run_child(name: str, args) -> dict:
     return json.loads((args.workdir / f"{name}.json").read_text())
 
 
+def machine() -> dict:
+    """What the numbers depend on: the official path's Python loops and BLAS calls run at very
+    different speeds on different CPUs (the ratio moved from ~21x to ~17.5x between two VMs)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "python": platform.python_version(),
+            "numpy": np.__version__}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0,
@@ -184,7 +202,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="init_speed_") as tmp:
         args.workdir = args.workdir or pathlib.Path(tmp)
         args.workdir.mkdir(parents=True, exist_ok=True)
-        report = {"scale": args.scale, "dims": list(args.dims),
+        report = {"scale": args.scale, "dims": list(args.dims), "machine": machine(),
                   "data": run_child("prepare", args), "ours": run_child("ours", args)}
         if not args.skip_official:
             report["official"] = run_child("official", args)
@@ -202,6 +220,9 @@ def print_report(report: dict) -> None:
     print(f"scale {report['scale']}: {data['source_tokens']:,} source / {data['target_tokens']:,} "
           f"target pieces, {data['words']:,} x {data['word_dim']} word vectors, H={data['hidden']}, "
           f"k={report['dims']}")
+    box = report["machine"]
+    print(f"machine: {box['cpu']}, {box['cores']} cores, Python {box['python']}, "
+          f"numpy {box['numpy']}")
     print(f"jaxcpt ofa (measured, one cold call): {ours['seconds']:8.1f} s   peak RSS "
           f"{ours['peak_rss_bytes'] / gib:5.2f} GiB   (imports {ours['import_seconds']:.1f} s)")
     if "official" in report:
