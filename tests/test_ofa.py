@@ -232,3 +232,36 @@ def test_truncated_svd_equals_lapack_up_to_the_documented_signs(toy):
     u, s, vh = truncated_svd(low_rank, 50)
     assert np.all(s[40:] == 0) and not u[:, 40:].any() and np.all(s[:40] > 0)
     np.testing.assert_allclose((u * s) @ vh, low_rank, rtol=0, atol=2e-6)
+
+
+def test_ofa_factorizes_in_the_callers_blas_setting_and_leaves_it_as_it_was(toy, monkeypatch):
+    """The rounding of BLAS products depends on the thread count. OFA's copied rows equal
+    `factorize` under the caller's setting, and the setting is the same afterwards. An SVD in a
+    background thread broke both, depending on timing: a BLAS limit set from that thread was not
+    obeyed (its bits differed from `factorize`, and from run to run), and a neighbour search that
+    started under it restored it when done. So the SVD runs in the caller's thread."""
+    import sys
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    ofa_module = sys.modules["jaxcpt.init.ofa"]   # `jaxcpt.init.ofa` is also the function's name
+    svd_threads = []
+
+    def watched_factorize(*args):
+        svd_threads.append(threading.current_thread())
+        return factorize(*args)
+
+    monkeypatch.setattr(ofa_module, "factorize", watched_factorize)
+    with threadpool_limits(limits=3, user_api="blas"):   # neither the default nor 1
+        before = blas_threads()
+        coords = factorize(toy["embeddings"], (100,))[100][0]
+        res = ofa(toy["embeddings"], toy["source"], toy["target"], toy["vectors"], dims=(100,))
+        after = blas_threads()
+    assert svd_threads == [threading.current_thread()]
+    assert before == after and set(after) == {3}
+    target_ids, source_ids = overlap(toy["source"], toy["target"])
+    np.testing.assert_array_equal(res[100].embeddings[target_ids], coords[source_ids])

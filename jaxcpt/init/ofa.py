@@ -12,12 +12,11 @@ from __future__ import annotations
 import ctypes
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from jaxcpt.errors import JaxcptError
 from jaxcpt.init.factorize import check_dims, copy_overlap, factorize
@@ -71,9 +70,6 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
     if neighbors < 1 or temperature <= 0:
         raise JaxcptError(f"need neighbors >= 1 and temperature > 0 "
                           f"(got {neighbors}, {temperature})")
-    # The SVD runs on one core in the background while the tokenizers load and the overlap is
-    # found (single-threaded Python: the other core is idle).
-    factors = _in_background(_factorize_on_one_core, source_embeddings, dims)
     source_tok, target_tok = load_tokenizer(source_tokenizer), load_tokenizer(target_tokenizer)
     num_source, num_target = len(source_tok), len(target_tok)
     if source_embeddings.shape[0] != num_source:
@@ -134,34 +130,24 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
         output = np.asarray(source_output_embeddings, np.float32)
         output_rows = plan.rows(output, plan.normal_draws([output.shape[1]], seed + 1)[
             output.shape[1]])
-    log(f"ofa: neighbours done ({time.time() - started:.0f}s); rows for every k")
+    log(f"ofa: neighbours done ({time.time() - started:.0f}s); SVD and rows for every k")
+    # In this thread, after the neighbours (U, ~0.4 GiB at 250k x 400, is not held through them): BLAS
+    # thread limits set from another thread are not reliably obeyed, and the rounding of the
+    # products depends on the thread count, so a background SVD gave bits that differed from
+    # `factorize` and from run to run.
+    factors = factorize(source_embeddings, dims)
     draws = plan.normal_draws(dims, seed)   # one pass over the random stream serves every k
     results = {}
     with ThreadPoolExecutor(max_workers=2) as pool:   # numpy gathers and page faults, GIL free
         rows = {k: pool.submit(plan.rows, coords, draws.pop(k))
-                for k, (coords, _) in factors.result().items()}
-        for k, (_, primitives) in factors.result().items():
+                for k, (coords, _) in factors.items()}
+        for k, (_, primitives) in factors.items():
             stats = dict(stats_common, k=k, seconds=round(time.time() - started, 2))
             results[k] = InitResult(rows[k].result(),
                                     None if primitives is None
                                     else np.asarray(primitives, np.float32), output_rows, stats)
             log(f"ofa: k={k} done ({time.time() - started:.0f}s)")
     return results
-
-
-def _factorize_on_one_core(source_embeddings: np.ndarray, dims) -> dict:
-    # BLAS limits are process-wide: nothing else calls BLAS while the tokenizers load.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return factorize(source_embeddings, dims)
-
-
-def _in_background(function, *args) -> Future:
-    """function(*args) in a thread of its own; the result (or exception) comes from the future."""
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        return pool.submit(function, *args)
-    finally:
-        pool.shutdown(wait=False)
 
 
 @dataclass
