@@ -164,8 +164,9 @@ def run_child(name: str, args) -> dict:
 def machine() -> dict:
     """What the numbers depend on: the official path's Python loops and BLAS calls run at very
     different speeds on different CPUs (the ratio moved from ~21x to ~17.5x between two VMs)."""
-    import os
     import platform
+
+    from jaxcpt.init.neighbors import available_cores
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -173,8 +174,7 @@ def machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "python": platform.python_version(),
+    return {"cpu": cpu, "cores": available_cores(), "python": platform.python_version(),
             "numpy": np.__version__}
 
 

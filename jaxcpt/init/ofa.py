@@ -131,10 +131,10 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
         output_rows = plan.rows(output, plan.normal_draws([output.shape[1]], seed + 1)[
             output.shape[1]])
     log(f"ofa: neighbours done ({time.time() - started:.0f}s); SVD and rows for every k")
-    # In this thread, after the neighbours (U, ~0.4 GiB at 250k x 400, is not held through them): BLAS
-    # thread limits set from another thread are not reliably obeyed, and the rounding of the
-    # products depends on the thread count, so a background SVD gave bits that differed from
-    # `factorize` and from run to run.
+    # In this thread, after the neighbours (U, ~0.4 GiB at 250k x 400, is not held through
+    # them): BLAS thread limits set from another thread are not reliably obeyed, and the rounding
+    # of the products depends on the thread count, so a background SVD gave bits that differed
+    # from `factorize` and from run to run.
     factors = factorize(source_embeddings, dims)
     draws = plan.normal_draws(dims, seed)   # one pass over the random stream serves every k
     results = {}
