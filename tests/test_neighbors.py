@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from jaxcpt.init.neighbors import GROUP, normalized, top_neighbors
+from jaxcpt.init.neighbors import LANES, TILE_COLUMNS, normalized, top_neighbors
 
 
 def test_top_neighbors_equal_brute_force_float64_with_ties_zeros_and_exclusions():
     rng = np.random.default_rng(0)
-    num_source = 40 * GROUP + 17   # many groups, the last one partial: the two-step top-k path
+    num_source = 2 * TILE_COLUMNS + 5 * LANES + 17   # 3 tiles, the last one with a partial lane
     source = rng.standard_normal((num_source, 24))
     source[5:9] = source[4]   # duplicated rows: tied similarities
     source[100:140] = 0       # rows without a vector: similarity 0
@@ -31,3 +31,22 @@ def test_top_neighbors_equal_brute_force_float64_with_ties_zeros_and_exclusions(
     np.testing.assert_allclose(chosen, sims, rtol=0, atol=1e-12)
     assert not excluded[ids].any()
     assert all(len(set(row)) == 10 for row in ids)
+
+
+def test_candidates_are_the_float32_best_of_every_tile():
+    """The tile pass keeps exactly each row's `count` largest float32 similarities (lanes skipped
+    only when they cannot beat the row's count-th best), across tiles and a partial last lane."""
+    from jaxcpt.init.neighbors import _Candidates
+
+    rng = np.random.default_rng(1)
+    source = normalized(rng.standard_normal((2 * TILE_COLUMNS + 3 * LANES + 5, 16)))
+    query = normalized(rng.standard_normal((300, 16)))
+    count = 21
+    chosen = _Candidates(source, count).best(query)
+    sims = query.astype(np.float32) @ source.astype(np.float32).T
+    assert all(len(set(row)) == count for row in chosen)
+    ranked = -np.sort(-sims, axis=1)
+    chosen_sims = np.take_along_axis(sims, chosen, axis=1)
+    # the smallest chosen value is the count-th largest (up to the matmul's blocking)
+    np.testing.assert_allclose(chosen_sims.min(axis=1), ranked[:, count - 1], rtol=0, atol=1e-6)
+    assert (chosen >= 2 * TILE_COLUMNS + 3 * LANES).any()   # columns past the last full lane too

@@ -51,6 +51,7 @@ def test_both_encoders_equal_one_encode_per_string(which, t5_tokenizer):
     assert grouped(lambda t: encode_batch(tokenizer, t), texts) == expected
     presplit = text_encoder(tokenizer)
     assert isinstance(presplit, PresplitEncoder)  # Precompiled + WhitespaceSplit/Metaspace
+    assert presplit.viterbi is not None           # the numba Viterbi pass, not the Rust model
     assert grouped(presplit, texts) == expected
     assert any(len(e) == 0 for e in expected) and any(len(e) > 3 for e in expected)
 
@@ -95,10 +96,13 @@ SMALL_WORLD = ["".join(s) for n in range(6) for s in itertools.product("ab ▁\t
     ("metaspace never unsplit", lambda: metaspace("never", split=False)),
     ("whitespace + metaspace", lambda: whitespace_then(metaspace())),
 ])
-def test_presplit_equals_encode_on_every_small_string(name, pre_tokenizer):
+@pytest.mark.parametrize("numba_viterbi", [True, False])   # False: the Rust model (the cutter)
+def test_presplit_equals_encode_on_every_small_string(name, pre_tokenizer, numba_viterbi):
     tokenizer = toy_tokenizer(pre_tokenizer())
     encode = text_encoder(tokenizer)
-    assert isinstance(encode, PresplitEncoder)
+    assert isinstance(encode, PresplitEncoder) and encode.viterbi is not None
+    if not numba_viterbi:   # as for a BPE or byte-fallback model behind Metaspace
+        encode.viterbi = None
     texts = SMALL_WORLD + AWKWARD
     assert grouped(encode, texts) == per_string(tokenizer, texts)
 
@@ -188,10 +192,10 @@ def test_encoders_handle_an_empty_list():
         assert ids.size == 0 and text_of.size == 0
 
 
-@pytest.mark.parametrize("kernel", [True, False])
-def test_add_product_accumulates_into_its_output(kernel, monkeypatch):
-    """The in-place sparse product behind the subword sums, through scipy's CSR kernel and through
-    the public fallback used when a scipy lacks that kernel."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_product_accumulates_into_its_output(dtype):
+    """The in-place sparse product behind the subword sums: float64 sums of float32 or float64
+    vectors, with multiplicities."""
     import scipy.sparse as sp
 
     from jaxcpt.init import subword_vectors
@@ -199,11 +203,8 @@ def test_add_product_accumulates_into_its_output(kernel, monkeypatch):
     rng = np.random.default_rng(0)
     matrix = sp.random(60, 40, density=0.1, format="csr", random_state=1)
     matrix.data = np.ceil(matrix.data * 3)   # multiplicities 1..3, as in the word counts
-    dense = rng.standard_normal((40, 7))
+    dense = rng.standard_normal((40, 7)).astype(dtype)
     out = rng.standard_normal((60, 7))
-    expected = out + matrix.toarray() @ dense
-    assert subword_vectors._csr_kernel() is not None   # the pinned scipy has it
-    if not kernel:
-        monkeypatch.setattr(subword_vectors, "_csr_kernel", lambda: None)
-    subword_vectors._add_product(matrix, dense, out)
+    expected = out + matrix.toarray() @ dense.astype(np.float64)
+    subword_vectors._add_product(matrix.indptr, matrix.indices, matrix.data, dense, out)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)

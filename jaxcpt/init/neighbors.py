@@ -1,7 +1,8 @@
 """Top-k cosine neighbours of many query vectors among all source vectors, no [Q, V_s] matrix.
 
-A float32 normalized matmul (BLAS) per block of query rows finds `neighbors + margin` candidates
-per query; their similarities are then recomputed in float64 and re-ranked, so the selected
+Float32 similarities of a block of query rows to a tile of source columns (BLAS, a result that
+stays in cache), then a numba pass over the tile, give `neighbors + margin` candidates per query;
+their similarities are then recomputed in float64 and re-ranked, so the selected
 neighbours, their similarities and the tie test (sim_k == sim_{k+1}) are those of the official
 float64 sklearn computation (up to the last bits). Source rows with a zero vector are candidates
 with similarity 0 (sklearn's normalize leaves them at zero); they are kept out of the matmul and
@@ -16,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -23,47 +25,75 @@ CANDIDATE_MARGIN = 10
 # Mathematically equal similarities (subwords built from the same words) can differ in the last
 # float64 bits depending on summation order; closer than this counts as a tie.
 TIE_TOLERANCE = 1e-12
-GROUP = 128  # source columns per group in the two-step top-k
-BLOCK_BYTES = 1 << 28  # float32 similarity block: 256 MiB, one per worker
-WORKERS = 2  # threads searching query blocks side by side
+BLOCK_ROWS = 512     # query rows per block
+TILE_COLUMNS = 2048  # source columns per matmul: a [512, 2048] float32 tile (4 MiB) stays in cache
+LANES = 64           # the tile pass keeps one running maximum per lane of a row (column % LANES)
+WORKERS = 2          # threads searching query blocks side by side
+
+
+NOTHING = -3.0       # below every similarity of unit vectors: an empty place among the best
+
+
+@numba.njit(cache=True, nogil=True)
+def _replace_worst(best_C, best_ids_C, worst_at, value, column):
+    best_C[worst_at], best_ids_C[worst_at] = value, column
+    worst_at = np.argmin(best_C)
+    return best_C[worst_at], worst_at
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)   # no inf or NaN here (NOTHING is finite)
+def _keep_best(sims_BT, first_column, best_BC, best_ids_BC, worst_B, worst_at_B):
+    """Merges a tile of similarities into each row's C best (best_BC, with their columns; worst_B
+    is the row's C-th best value, at worst_at_B). Per row, a vectorized pass takes the maximum of
+    each lane; only lanes whose maximum beats the row's C-th best are scanned."""
+    rows, width = sims_BT.shape
+    full = width // LANES * LANES
+    lane_max = np.empty(LANES, np.float32)
+    for row in range(rows):
+        worst, worst_at, sims = worst_B[row], worst_at_B[row], sims_BT[row]
+        lane_max[:] = NOTHING
+        for start in range(0, full, LANES):
+            for lane in range(LANES):
+                lane_max[lane] = max(lane_max[lane], sims[start + lane])
+        for lane in range(LANES):
+            if lane_max[lane] > worst:
+                for column in range(lane, full, LANES):
+                    if sims[column] > worst:
+                        worst, worst_at = _replace_worst(best_BC[row], best_ids_BC[row], worst_at,
+                                                         sims[column], first_column + column)
+        for column in range(full, width):
+            if sims[column] > worst:
+                worst, worst_at = _replace_worst(best_BC[row], best_ids_BC[row], worst_at,
+                                                 sims[column], first_column + column)
+        worst_B[row], worst_at_B[row] = worst, worst_at
 
 
 class _Candidates:
-    """The `count` largest float32 similarities of each query row to the source rows.
+    """The `count` largest float32 similarities of each query row to the source rows."""
 
-    Two steps instead of a full partition of every row (which costs more than the matmul): the
-    source columns form groups of GROUP (column c * groups + g belongs to group g, so the group
-    maxima are a reduction over a middle axis), and the `count` best values of a row lie in the
-    `count` groups with the largest maxima: a value outside them is beaten by all those maxima.
-    """
+    def __init__(self, source_SD: np.ndarray, count: int):
+        self.count = count
+        self.tiles_DT = [np.ascontiguousarray(source_SD[start:start + TILE_COLUMNS].T, np.float32)
+                         for start in range(0, len(source_SD), TILE_COLUMNS)]
 
-    def __init__(self, source_SD: np.ndarray, count: int, rows: int):
-        self.num_source, self.count = source_SD.shape[0], count
-        self.groups = -(-self.num_source // GROUP)
-        source_DS = np.zeros((source_SD.shape[1], GROUP * self.groups), np.float32)
-        source_DS[:, : self.num_source] = source_SD.T
-        self.source_DS = source_DS
-        self.buffers = [np.empty((rows, source_DS.shape[1]), np.float32) for _ in range(WORKERS)]
-
-    def similarities(self, query_BD: np.ndarray, worker: int) -> np.ndarray:
-        sims_BS = self.buffers[worker][: query_BD.shape[0]]
-        np.matmul(query_BD.astype(np.float32), self.source_DS, out=sims_BS)
-        sims_BS[:, self.num_source:] = -np.inf
-        return sims_BS
-
-    def best(self, sims_BS: np.ndarray) -> np.ndarray:
+    def best(self, query_BD: np.ndarray) -> np.ndarray:
         """[B, count] source row indices."""
-        batch = sims_BS.shape[0]
-        if self.groups <= self.count:
-            return np.argpartition(-sims_BS[:, : self.num_source], self.count - 1, axis=1
-                                   )[:, : self.count]
-        group_max_BG = sims_BS.reshape(batch, GROUP, self.groups).max(axis=1)
-        best_BK = np.argpartition(-group_max_BG, self.count - 1, axis=1)[:, : self.count]
-        columns_BN = (np.arange(GROUP)[None, :, None] * self.groups
-                      + best_BK[:, None, :]).reshape(batch, -1)
-        values_BN = np.take_along_axis(sims_BS, columns_BN, axis=1)
-        top_BK = np.argpartition(-values_BN, self.count - 1, axis=1)[:, : self.count]
-        return np.take_along_axis(columns_BN, top_BK, axis=1)
+        query_BD = query_BD.astype(np.float32)
+        rows = len(query_BD)
+        best_BC = np.full((rows, self.count), NOTHING, np.float32)
+        best_ids_BC = np.zeros((rows, self.count), np.int64)
+        worst_B = np.full(rows, NOTHING, np.float32)
+        worst_at_B = np.zeros(rows, np.int64)
+        sims_BT = np.empty((rows, TILE_COLUMNS), np.float32)
+        first_column = 0
+        for tile_DT in self.tiles_DT:
+            width = tile_DT.shape[1]
+            if width < TILE_COLUMNS:   # the last tile
+                sims_BT = np.empty((rows, width), np.float32)
+            np.matmul(query_BD, tile_DT, out=sims_BT)
+            _keep_best(sims_BT, first_column, best_BC, best_ids_BC, worst_B, worst_at_B)
+            first_column += width
+        return best_ids_BC
 
 
 def normalized(sums: np.ndarray) -> np.ndarray:
@@ -81,7 +111,7 @@ def top_neighbors(query_QD: np.ndarray, source_SD: np.ndarray, neighbors: int, *
 
     query_QD / source_SD: float64 unit (or zero) rows. excluded_S: source rows that may never be
     neighbours. tie[q] is True when the n-th and (n+1)-th similarities are equal (TIE_TOLERANCE).
-    block: query rows per matmul (default: 256 MiB similarity blocks).
+    block: query rows per block (default BLOCK_ROWS).
     """
     num_source = source_SD.shape[0]
     excluded_S = np.zeros(num_source, bool) if excluded_S is None else excluded_S
@@ -92,10 +122,8 @@ def top_neighbors(query_QD: np.ndarray, source_SD: np.ndarray, neighbors: int, *
         raise ValueError(f"only {len(nonzero) + len(zero_rows)} candidate source tokens for "
                          f"{neighbors} neighbours")
     num_candidates = min(want + CANDIDATE_MARGIN, len(nonzero))
-    if block is None:
-        block = int(np.clip(BLOCK_BYTES // (4 * max(len(nonzero), 1)), 16, 2048))
-    candidates = (_Candidates(source_SD[nonzero], num_candidates, block) if num_candidates > 0
-                  else None)
+    block = block or BLOCK_ROWS
+    candidates = _Candidates(source_SD[nonzero], num_candidates) if num_candidates > 0 else None
     zero_pad = zero_rows[:want]
     ids = np.zeros((len(query_QD), neighbors), np.int64)
     sims = np.zeros((len(query_QD), neighbors), np.float64)
@@ -106,8 +134,7 @@ def top_neighbors(query_QD: np.ndarray, source_SD: np.ndarray, neighbors: int, *
         for start in range(worker * block, len(query_QD), WORKERS * block):
             stop = min(start + block, len(query_QD))
             if candidates is not None:
-                sims_BS = candidates.similarities(query_QD[start:stop], worker)
-                cand = nonzero[candidates.best(sims_BS)]
+                cand = nonzero[candidates.best(query_QD[start:stop])]
             else:
                 cand = np.zeros((stop - start, 0), np.int64)
             cand = np.concatenate([cand, np.broadcast_to(zero_pad, (stop - start, len(zero_pad)))],

@@ -28,7 +28,7 @@ from jaxcpt.vocab.wordvecs import WordVectors, iter_word_vector_chunks
 
 OFFICIAL_SEED = 114514
 # Word vectors per tokenization chunk: big enough for efficient batched calls, small enough that
-# the per-chunk buffers (~3 strings per word, sparse matrices, float64 vectors) stay small.
+# the per-chunk buffers (3 strings per word, sparse matrices, the vectors) stay small.
 WORD_CHUNK_ROWS = 16384
 
 

@@ -6,16 +6,14 @@ word starts with `$` else `' ' + w[0].upper() + w[1:]`; the word's index is appe
 *distinct* id of each encoding (so a subword may collect the same word up to three times). A
 subword's vector is the plain mean of those words' vectors; uncovered subwords get zeros.
 
-Here a chunk of keys becomes its distinct strings once (shared by every tokenizer) and a sparse
-[strings, words] matrix C counting how many of a word's three variants each string is. Each
-tokenizer encodes the distinct strings in its own worker thread (the ids of one `encode` per
-string, computed in batches: see `text_encoding`; tokenizers of one family, such as a merged
-tokenizer and its source, share the pre-split forms, prepared once in the main thread), and a
-sparse [subwords, strings] 0/1 matrix T of distinct ids per string gives the sums as
-(T @ C) @ vectors, added in place, in float64 (T @ C has fewer entries than T: a word's variants
-mostly share their subwords). The *sum* is kept: it has the direction of the mean, which is all
-the cosine similarity needs. Each tokenizer may restrict its rows (OFA needs target rows only for
-new tokens).
+Here a chunk of keys becomes its 3 strings per word (shared by every tokenizer; their pre-split
+forms are deduplicated in `text_encoding`). Each tokenizer has a worker thread that encodes them
+(the ids of one `encode` per string, computed in batches: see `text_encoding`; tokenizers of one
+family, such as a merged tokenizer and its source, share the pre-split forms, prepared once in the
+main thread) and adds them up: a sparse [subwords, words] matrix counts the word's strings in which
+each subword occurs (once per string), and the sums grow by that matrix @ vectors, in place, in
+float64. The *sum* is kept: it has the direction of the mean, which is all the cosine similarity
+needs. Each tokenizer may restrict its rows (OFA needs target rows only for new tokens).
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+import numba
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
@@ -34,17 +33,26 @@ from jaxcpt.init.neighbors import available_cores
 from jaxcpt.init.text_encoding import text_encoder
 
 
-def word_variants(key: str) -> tuple[str, str, str]:
-    """The three strings the official code encodes for one word-vector key."""
-    word_ori = key[4:] if len(key) > 4 and key[3] == ":" else key
-    w = word_ori.replace("$", " ")
+VARIANTS = 3   # strings per word
+
+
+def all_variants(keys: list[str]) -> list[str]:
+    """The three strings the official code encodes for each word-vector key: key i gives strings
+    3i, 3i+1 and 3i+2 (list comprehensions, not a call per key: less of the main thread's time)."""
+    words = [key[4:] if len(key) > 4 and key[3] == ":" else key for key in keys]
+    plain = [word.replace("$", " ") for word in words]
     # Slices instead of w[1] / w[0]: the official code raises IndexError on keys "$" and ""; here
     # their capitalised variant is simply empty (identical results for every other key).
-    if word_ori[:1] == "$":
-        capitalised = w[1:2].upper() + w[2:]
-    else:
-        capitalised = " " + w[:1].upper() + w[1:]
-    return w, " " + w, capitalised
+    capitalised = [w[1:2].upper() + w[2:] if word[:1] == "$" else " " + w[:1].upper() + w[1:]
+                   for w, word in zip(plain, words)]
+    strings = [""] * (VARIANTS * len(keys))
+    strings[0::3], strings[1::3], strings[2::3] = plain, [" " + w for w in plain], capitalised
+    return strings
+
+
+def word_variants(key: str) -> tuple[str, str, str]:
+    """The three strings of one key (`all_variants`)."""
+    return tuple(all_variants([key]))
 
 
 @dataclass
@@ -61,26 +69,17 @@ class SubwordSums:
 
 @dataclass
 class _Chunk:
-    """A chunk's distinct strings, which words they are variants of, and the words' vectors."""
+    """A chunk's strings (`all_variants`) and its words' vectors."""
 
     texts: list[str]
-    strings_by_words: object  # scipy csr [len(texts), words]: how many variants of the word
-    vectors: np.ndarray  # [words, d] float64
+    vectors: np.ndarray  # [words, d] float32 or float64
     forms: dict = field(default_factory=dict)  # encoder.form_key -> encoder.prepare(texts)
 
 
 def _chunk(keys: list[str], vectors: np.ndarray) -> _Chunk:
-    import scipy.sparse as sp
-
-    variants = [s for key in keys for s in word_variants(key)]  # word i -> 3i, 3i+1, 3i+2
-    index: dict[str, int] = {}
-    text_of = np.fromiter((index.setdefault(s, len(index)) for s in variants), np.int64,
-                          len(variants))
-    word_of = np.repeat(np.arange(len(keys), dtype=np.int64), 3)
-    # Duplicate (string, word) entries add up: the multiplicity the official lists carry.
-    strings_by_words = sp.csr_matrix((np.ones(len(variants)), (text_of, word_of)),
-                                     shape=(len(index), len(keys)))
-    return _Chunk(list(index), strings_by_words, np.ascontiguousarray(vectors, np.float64))
+    vectors = np.asarray(vectors)
+    exact = vectors.dtype in (np.float32, np.float64)   # else float64, as the sums
+    return _Chunk(all_variants(keys), np.ascontiguousarray(vectors, None if exact else np.float64))
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
@@ -89,24 +88,16 @@ def _distinct(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate([[True], values[1:] != values[:-1]])] if values.size else values
 
 
-def _csr_kernel():
-    """scipy's CSR x dense kernel (Y += A @ X into a given Y): what `matrix @ dense` runs."""
-    from scipy.sparse import _sparsetools
-
-    return getattr(_sparsetools, "csr_matvecs", None)
-
-
-def _add_product(matrix, dense: np.ndarray, out: np.ndarray) -> None:
-    """out += matrix @ dense for a CSR matrix, written straight into `out` by scipy's own kernel:
-    no [rows, d] product and no gather/scatter of the touched rows (half of the summing time)."""
-    assert out.flags.c_contiguous and dense.flags.c_contiguous and out.dtype == dense.dtype
-    kernel = _csr_kernel()
-    if kernel is None:  # a scipy without the kernel under this name: the public way
-        touched = np.flatnonzero(np.diff(matrix.indptr))
-        out[touched] += matrix[touched] @ dense
-        return
-    kernel(matrix.shape[0], matrix.shape[1], dense.shape[1], matrix.indptr, matrix.indices,
-           matrix.data.astype(out.dtype, copy=False), dense.reshape(-1), out.reshape(-1))
+@numba.njit(cache=True, nogil=True)
+def _add_product(indptr, indices, data, dense, out):
+    """out += matrix @ dense for a CSR matrix (indptr, indices, data), in float64 whatever the
+    dtype of `dense` (float32 word vectors are not copied to float64 first: half the memory
+    traffic, the same sums). Row by row, so each output row is read and written once per chunk."""
+    for row in range(len(indptr) - 1):
+        for entry in range(indptr[row], indptr[row + 1]):
+            weight, source = data[entry], indices[entry]
+            for j in range(dense.shape[1]):
+                out[row, j] += weight * np.float64(dense[source, j])
 
 
 class _Accumulator:
@@ -127,26 +118,23 @@ class _Accumulator:
         if key is not None and key not in chunk.forms:
             chunk.forms[key] = self.encoder.prepare(chunk.texts)
 
-    def encode(self, chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
-        return self.encoder.encode_forms(chunk.texts, chunk.forms.get(self.encoder.form_key))
-
-    def add(self, chunk: _Chunk, encoded: tuple[np.ndarray, np.ndarray]) -> None:
+    def encode_and_add(self, chunk: _Chunk) -> None:
         import scipy.sparse as sp
 
-        ids, texts = encoded
+        ids, texts = self.encoder.encode_forms(chunk.texts, chunk.forms.get(self.encoder.form_key))
         if ids.size and (ids.max() >= self.vocab_size or ids.min() < 0):
             raise JaxcptError(f"tokenizer produced id {ids.max()} outside its vocabulary "
                               f"({self.vocab_size})")
         rows = self.row_of[ids]
         keep = rows >= 0
         num_rows = len(self.token_ids)
-        # distinct ids per string, as the official `set(tokenized)`
+        # distinct ids per string, as the official `set(tokenized)`; a word's strings add up
         pairs = _distinct(texts[keep] * num_rows + rows[keep])
-        subwords_by_strings = sp.csr_matrix(
-            (np.ones(pairs.size), (pairs % num_rows, pairs // num_rows)),
-            shape=(num_rows, len(chunk.texts)))
-        subwords_by_words = (subwords_by_strings @ chunk.strings_by_words).tocsr()
-        _add_product(subwords_by_words, chunk.vectors, self.sums)
+        subwords_by_words = sp.csr_matrix(
+            (np.ones(pairs.size), (pairs % num_rows, pairs // num_rows // VARIANTS)),
+            shape=(num_rows, len(chunk.vectors)))
+        _add_product(subwords_by_words.indptr, subwords_by_words.indices, subwords_by_words.data,
+                     chunk.vectors, self.sums)
         self.counts += np.asarray(subwords_by_words.sum(axis=1), np.int64).ravel()
 
     def result(self) -> SubwordSums:
@@ -163,34 +151,34 @@ def subword_sums(chunks: Iterable[tuple[list[str], np.ndarray]],
     """
     accumulators: list[_Accumulator] | None = None
     num_words, started, next_report = 0, time.time(), 0
-    pending: tuple[_Chunk, list[Future]] | None = None
+    in_flight: list[Future] = []
 
-    def finish(chunk: _Chunk, encodings: list[Future]) -> None:
-        for acc, encoded in zip(accumulators, encodings):
-            acc.add(chunk, encoded.result())
-
-    # Each tokenizer (Rust, GIL released) encodes the next chunk in its own worker thread while
-    # this thread adds up the previous one.
-    with _one_thread_per_tokenizer(len(requests)), \
-            ThreadPoolExecutor(max_workers=len(requests)) as pool:
+    # Each tokenizer has a worker thread of its own that encodes a chunk (Rust or numba, GIL
+    # released) and adds it up (scipy's kernel, GIL released), while this thread prepares the next
+    # chunk: one worker per accumulator keeps its chunks in order, and waiting for a chunk before
+    # handing out the next keeps at most two in memory.
+    with _one_thread_per_tokenizer(len(requests)), contextlib.ExitStack() as workers:
+        pools: list[ThreadPoolExecutor] = []
         for keys, vectors in chunks:
             if accumulators is None:
                 accumulators = [_Accumulator(tok, size, rows, vectors.shape[1])
                                 for tok, size, rows in requests]
+                pools = [workers.enter_context(ThreadPoolExecutor(max_workers=1))
+                         for _ in accumulators]
             if keys:
                 chunk = _chunk(keys, vectors)
                 for acc in accumulators:   # here: tokenizers of one family share the work
                     acc.prepare(chunk)
-                encodings = [pool.submit(acc.encode, chunk) for acc in accumulators]
-                if pending is not None:
-                    finish(*pending)
-                pending = (chunk, encodings)
+                for done in in_flight:
+                    done.result()
+                in_flight = [pool.submit(acc.encode_and_add, chunk)
+                             for pool, acc in zip(pools, accumulators)]
             num_words += len(keys)
             if log is not None and num_words >= next_report:
                 log(f"ofa: tokenized {num_words:,} words ({time.time() - started:.0f}s)")
                 next_report = num_words + 500_000
-        if pending is not None:
-            finish(*pending)
+        for done in in_flight:
+            done.result()
     if accumulators is None:
         raise JaxcptError("the word vectors are empty")
     return [acc.result() for acc in accumulators], num_words
@@ -198,9 +186,10 @@ def subword_sums(chunks: Iterable[tuple[list[str], np.ndarray]],
 
 @contextlib.contextmanager
 def _one_thread_per_tokenizer(num_tokenizers: int):
-    """When the worker threads alone occupy every core, switch off the tokenizers' own (rayon)
-    parallelism for the pass: on 2 cores, 2 serial tokenizers beside the summing thread were ~15%
-    faster than 2 tokenizers sharing rayon's pool. More cores: rayon keeps them busy."""
+    """When the worker threads alone occupy every core, switch off the Rust tokenizers' own (rayon)
+    parallelism for the pass: on 2 cores, 2 serial tokenizers beside the main thread were ~15%
+    faster than 2 tokenizers sharing rayon's pool. More cores: rayon keeps them busy. (The numba
+    Viterbi pass runs in the worker's thread either way.)"""
     if available_cores() > num_tokenizers:
         yield
         return

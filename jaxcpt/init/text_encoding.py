@@ -11,10 +11,11 @@ exact ways, picked per tokenizer by `text_encoder`:
   alone or after `WhitespaceSplit`). A fast tokenizer splits off added tokens, normalizes,
   pre-tokenizes, and its model then encodes each pre-token on its own. A string holding no added
   token's text is normalized by the tokenizer's own normalizer and brought to Metaspace form here
-  (`Presplit`), and each *distinct* result is encoded once by the bare model. The model's Viterbi
-  pass (~20 µs per word-sized pre-token for a 400k Unigram vocabulary) is the cost, and `w` and
-  `' ' + w` have the same Metaspace form: a third fewer model calls. Strings holding an added
-  token's text are encoded whole.
+  (`Presplit`), and each *distinct* result is encoded once by the bare model: `w` and `' ' + w`
+  have the same Metaspace form, a third fewer model calls. The model is a Unigram model's numba
+  Viterbi pass (`unigram_viterbi`, ~1-1.5 µs per word-sized form at 400k pieces, against ~10 µs
+  in Rust) where it reproduces the model, else the Rust model behind a `cutter`. Strings holding
+  an added token's text are encoded whole.
 
 tests/test_subword_encoding.py checks both against `tokenizer.encode`, string for string.
 """
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.init.unigram_viterbi import UnigramViterbi
 
 Encoded = tuple[np.ndarray, np.ndarray]   # (ids, index of the text each id belongs to), text order
 
@@ -167,6 +169,8 @@ class PresplitEncoder:
         self.backend, self.presplit = backend, presplit
         self.cutter = presplit.cutter(backend.model)
         self.cut_id = self.cutter.token_to_id(CUT)
+        # the same ids as the cutter, ~8x faster, for the Unigram models it reproduces
+        self.viterbi = UnigramViterbi.of(backend.model, presplit.rep if presplit.split else None)
         self.normalize = backend.normalizer.normalize_str if backend.normalizer else None
         added = backend.get_added_tokens_decoder().values()
         contents = {t.content for t in added} | {self.normalize(t.content) for t in added
@@ -217,7 +221,8 @@ class PresplitEncoder:
         """`texts` encoded, given `prepare(texts)`."""
         if forms is None:
             return encode_batch(self.backend, texts)
-        distinct_ids, distinct_of = self._cut_and_encode(forms.distinct)
+        encoded = self.viterbi.encode(forms.distinct) if self.viterbi else None
+        distinct_ids, distinct_of = encoded or self._cut_and_encode(forms.distinct)
         ids, text_of = _expand(forms.text_distinct, distinct_ids, distinct_of, len(forms.distinct))
         if forms.whole:
             whole_ids, whole_of = encode_batch(self.backend, [texts[i] for i in forms.whole])
