@@ -2,11 +2,10 @@
 
 Float32 similarities of a block of query rows to a tile of source columns (BLAS, a result that
 stays in cache), then a numba pass over the tile, give `neighbors + margin` candidates per query;
-their similarities are then recomputed in float64 and re-ranked, so the selected
-neighbours, their similarities and the tie test (sim_k == sim_{k+1}) are those of the official
-float64 sklearn computation (up to the last bits). Source rows with a zero vector are candidates
-with similarity 0 (sklearn's normalize leaves them at zero); they are kept out of the matmul and
-merged back.
+their similarities are then recomputed in float64 and re-ranked, so the selected neighbours, their
+similarities and the tie test (sim_k == sim_{k+1}) are those of the official float64 sklearn
+computation (up to the last bits). Source rows with a zero vector are candidates with similarity 0
+(sklearn's normalize leaves them at zero); they are kept out of the matmul and merged back.
 """
 
 from __future__ import annotations
@@ -29,8 +28,6 @@ BLOCK_ROWS = 512     # query rows per block
 TILE_COLUMNS = 2048  # source columns per matmul: a [512, 2048] float32 tile (4 MiB) stays in cache
 LANES = 64           # the tile pass keeps one running maximum per lane of a row (column % LANES)
 WORKERS = 2          # threads searching query blocks side by side
-
-
 NOTHING = -3.0       # below every similarity of unit vectors: an empty place among the best
 
 

@@ -154,8 +154,8 @@ def subword_sums(chunks: Iterable[tuple[list[str], np.ndarray]],
     in_flight: list[Future] = []
 
     # Each tokenizer has a worker thread of its own that encodes a chunk (Rust or numba, GIL
-    # released) and adds it up (scipy's kernel, GIL released), while this thread prepares the next
-    # chunk: one worker per accumulator keeps its chunks in order, and waiting for a chunk before
+    # released) and adds it up (`_add_product`, numba, GIL released), while this thread prepares
+    # the next chunk: one worker per accumulator keeps its chunks in order, and waiting for a chunk before
     # handing out the next keeps at most two in memory.
     with _one_thread_per_tokenizer(len(requests)), contextlib.ExitStack() as workers:
         pools: list[ThreadPoolExecutor] = []
