@@ -11,12 +11,19 @@ from jaxcpt.errors import JaxcptError
 
 
 def cmd_convert(args) -> None:
-    from jaxcpt.convert.checkpoint import save_checkpoint
+    from jaxcpt.convert.checkpoint import save_checkpoint, tokenizer_vocab_size
     from jaxcpt.convert.hf import load_hf
-    from jaxcpt.convert.hf_files import has_tokenizer
+    from jaxcpt.convert.hf_files import ensure_new_dir, has_tokenizer
 
     source = pathlib.Path(args.hf_dir)
+    ensure_new_dir(pathlib.Path(args.out_dir))
     model = load_hf(source, init_missing_head=args.init_head)
+    pieces = tokenizer_vocab_size(source)
+    if pieces is not None and pieces > model.config.vocab_size:
+        raise JaxcptError(f"{source}: its tokenizer has {pieces} pieces but the model has "
+                          f"{model.config.vocab_size} vocabulary rows (config.json vocab_size); "
+                          "use the model's own tokenizer files, or give the model rows for the "
+                          "new pieces with `jaxcpt init-embeddings`")
     save_checkpoint(model, args.out_dir, tokenizer=source if has_tokenizer(source) else None)
     print(f"converted {source} -> {args.out_dir} ({model.config.model_type}, "
           f"vocab {model.config.vocab_size}, k={model.config.num_primitives or 'dense'})")
@@ -121,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     except JaxcptError as err:
         parser.error(str(err))
     args = parser.parse_args(argv)
+    if args.command == "train":  # before the heavy imports: SIGTERM never leaves a torn run
+        from jaxcpt.train import preemption
+
+        preemption.install()
     if gin_bindings and not getattr(args, "accepts_gin", False):
         parser.error(f"--gin.* bindings only apply to `jaxcpt train`, not `{args.command}`")
     try:

@@ -54,7 +54,7 @@ def init_stage(model_dir, tokenizer_dir, out: pathlib.Path, method: str, dim: in
     stats = init_embeddings_checkpoint(
         model_dir, tokenizer_dir, out, method=method, dim=dim,
         word_vectors=word_vectors if method == "ofa" else None,
-        exclude_special_neighbors=True, fmt="hf", seed=0)
+        exclude_special_neighbors=True, fmt="hf", keep_factors=True, seed=0)
     shown = {k: stats[k] for k in ("method", "k", "target_tokens") if k in stats}
     print(f"   init {shown}", flush=True)
 

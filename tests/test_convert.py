@@ -91,7 +91,7 @@ def test_factorized_export_multiplies_out_and_keep_factors_round_trips(tmp_path)
     jaxcpt.save_hf(factored, tmp_path / "factors", keep_factors=True)
     config = json.loads((tmp_path / "factors" / "config.json").read_text())
     assert config["num_primitives"] == 8
-    tensors = load_file(tmp_path / "factors" / "model.safetensors")
+    tensors = load_file(tmp_path / "factors" / "model.jaxcpt-factors.safetensors")
     assert tensors["roberta.embeddings.word_coordinates.weight"].shape == (300, 8)
     reloaded = jaxcpt.load_hf(tmp_path / "factors")
     assert reloaded.config.num_primitives == 8

@@ -98,7 +98,8 @@ def test_ofa_checkpoints_beat_random_on_new_languages(model_dir, merged, tmp_pat
     vectors = tmp_path / "vectors.npz"
     save_npz(vectors, built.keys, built.vectors)
     base = ["--model", model_dir, "--target-tokenizer", merged]
-    runs = {"ofa-100": ["--method", "ofa", "--dim", 100, "--word-vectors", vectors],
+    runs = {"ofa-100": ["--method", "ofa", "--dim", 100, "--word-vectors", vectors,
+                        "--keep-factors"],
             "random-100": ["--method", "random", "--dim", 100, "--format", "jaxcpt"],
             "ofa-384": ["--method", "ofa", "--word-vectors", vectors,
                         "--exclude-special-neighbors"],
@@ -176,7 +177,7 @@ def test_mt5_shared_and_untied_lm_head_rows(model_dir, tmp_path, capsys):
     for dim in (32, 8):
         out = tmp_path / f"out{dim}"
         args = ["--model", source, "--target-tokenizer", target_tok, "--word-vectors", vectors,
-                "--dim", dim, "--out", out]
+                "--dim", dim, "--out", out, "--keep-factors"]
         code, stdout, stderr = run_cli(args, capsys)
         assert code == 0, stderr
         stats = json.loads((out / "init_stats.json").read_text())

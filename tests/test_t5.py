@@ -240,7 +240,7 @@ def test_factorized_t5_equals_dense_and_exports_multiplied_out(tmp_path):
     # keep_factors writes the factors; jaxcpt reads them back.
     jaxcpt.save_hf(factored, tmp_path / "factors", keep_factors=True)
     assert json.loads((tmp_path / "factors" / "config.json").read_text())["num_primitives"] == 8
-    tensors = load_file(tmp_path / "factors" / "model.safetensors")
+    tensors = load_file(tmp_path / "factors" / "model.jaxcpt-factors.safetensors")
     assert tensors["shared_coordinates.weight"].shape == (299, 8)
     assert tensors["shared_primitives.weight"].shape == (8, 40)
     reloaded = jaxcpt.load_hf(tmp_path / "factors")

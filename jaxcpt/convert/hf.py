@@ -3,7 +3,8 @@
 `load_hf` is strict: every tensor the config implies must be present with the expected shape
 (else a one-line `JaxcptError` naming it); tensors we do not model are listed on stderr.
 `save_hf` writes a directory transformers loads; a factorized model is multiplied out (F·P) into
-a standard dense embedding unless `keep_factors=True`.
+a standard dense embedding unless `keep_factors=True`, which writes F and P into
+`hf_files.FACTORS_FILE` (not model.safetensors), a directory only jaxcpt loads.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def save_hf(model: nnx.Module, path, tokenizer=None, *, keep_factors: bool = Fal
     with hf_files.fresh_output_dir(path) as tmp:
         hf_config = family.config_to_hf(cfg, keep_factors)
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
-        hf_files.write_tensors(tmp, tensors)
+        hf_files.write_tensors(tmp, tensors, factorized=cfg.num_primitives is not None)
         write_tokenizer(tokenizer, tmp)
     return path
 

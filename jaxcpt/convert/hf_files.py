@@ -16,6 +16,10 @@ from safetensors.numpy import load_file, save_file
 
 from jaxcpt.errors import JaxcptError
 
+# A factorized (OFA) model keeps F and P under this name, never model.safetensors: transformers
+# finds no weights file and refuses the directory instead of loading XLM-R with random word
+# embeddings; jaxcpt reads it like any other.
+FACTORS_FILE = "model.jaxcpt-factors.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "sentencepiece.bpe.model", "spiece.model", "added_tokens.json",
                    "vocab.json", "merges.txt", "vocab.txt")
@@ -35,12 +39,13 @@ def read_config(path: pathlib.Path) -> dict:
 
 def read_tensors(path: pathlib.Path, only: tuple[str, ...] | None = None
                  ) -> dict[str, np.ndarray]:
-    """The checkpoint's tensors (model.safetensors, a sharded index, or pytorch_model.bin); with
-    `only`, just those of these names that exist (safetensors files are then read selectively)."""
-    single = path / "model.safetensors"
+    """The checkpoint's tensors (model.safetensors, jaxcpt's factors file, a sharded index, or
+    pytorch_model.bin); with `only`, just those of these names that exist (safetensors files are
+    then read selectively)."""
     index = path / "model.safetensors.index.json"
-    if single.is_file():
-        return _load_safetensors(single, only)
+    for single in (path / "model.safetensors", path / FACTORS_FILE):
+        if single.is_file():
+            return _load_safetensors(single, only)
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         tensors: dict[str, np.ndarray] = {}
@@ -77,9 +82,11 @@ def _load_torch_bin(file: pathlib.Path) -> dict[str, np.ndarray]:
     return {name: t.detach().float().numpy() for name, t in state.items()}
 
 
-def write_tensors(path: pathlib.Path, tensors: dict[str, np.ndarray]) -> None:
+def write_tensors(path: pathlib.Path, tensors: dict[str, np.ndarray], *,
+                  factorized: bool = False) -> None:
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-              str(path / "model.safetensors"), metadata={"format": "pt"})
+              str(path / (FACTORS_FILE if factorized else "model.safetensors")),
+              metadata={"format": "pt"})
 
 
 def copy_tokenizer_files(source: pathlib.Path, dest: pathlib.Path) -> list[str]:

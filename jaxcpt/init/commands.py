@@ -25,7 +25,7 @@ def cmd_init_embeddings(args) -> None:
         args.model, args.target_tokenizer, args.out, method=args.method, dim=args.dim,
         word_vectors=args.word_vectors, seed=args.seed,
         exclude_special_neighbors=args.exclude_special_neighbors, fmt=args.format,
-        allow_non_extension=args.allow_non_extension, **options)
+        allow_non_extension=args.allow_non_extension, keep_factors=args.keep_factors, **options)
     print(json.dumps(stats, indent=2))
     detail = ", ".join(f"{stats[key]} {label}" for key, label in
                        (("neighbors", "from neighbours"), ("random", "random"))
@@ -55,8 +55,13 @@ def add_commands(subparsers) -> None:
     p.add_argument("--exclude-special-neighbors", action="store_true",
                    help="never use special tokens or whitespace-only pieces as neighbours")
     p.add_argument("--format", choices=("hf", "jaxcpt"), default="hf",
-                   help="hf: HF directory (factors kept, num_primitives in config.json); "
-                        "jaxcpt: orbax checkpoint (default hf)")
+                   help="hf: HF directory of a plain model transformers loads (with --dim < H the "
+                        "factors are multiplied out); jaxcpt: orbax checkpoint, factors kept "
+                        "(default hf)")
+    p.add_argument("--keep-factors", action="store_true",
+                   help="with --format hf and --dim < H: keep the OFA factors (coordinates + "
+                        "primitives, trained as factors by `jaxcpt train`); transformers refuses "
+                        "such a directory, jaxcpt reads it")
     p.add_argument("--seed", type=int, default=114514,
                    help="seed of the random rows (default 114514, the official OFA seed)")
     p.add_argument("--allow-non-extension", action="store_true",

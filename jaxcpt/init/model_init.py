@@ -130,9 +130,12 @@ def target_params(params: dict, family, cfg_t, result: InitResult, source_vocab:
 def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str = "ofa",
                                dim: int | None = None, word_vectors=None, seed: int = 114514,
                                exclude_special_neighbors: bool = False, fmt: str = "hf",
-                               allow_non_extension: bool = False, **method_options: Any) -> dict:
+                               allow_non_extension: bool = False, keep_factors: bool = False,
+                               **method_options: Any) -> dict:
     """Write `out` (HF directory or jaxcpt checkpoint) initialized for `target_tokenizer`; returns
-    the stats (also written to `out/init_stats.json`)."""
+    the stats (also written to `out/init_stats.json`). An HF directory holds a plain model (F·P
+    multiplied out) that transformers loads, unless `keep_factors` (then only jaxcpt loads it);
+    a jaxcpt checkpoint always keeps the factors."""
     from jaxcpt.convert.checkpoint import save_checkpoint
     from jaxcpt.convert.hf import build_from_params, family_of, save_hf
     from jaxcpt.convert.hf_files import ensure_new_dir, fresh_output_dir
@@ -183,6 +186,7 @@ def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str
     new_params = target_params(params, family, cfg_t, result, num_source, target_ids, source_ids)
     model_t = build_from_params(family, cfg_t, new_params)
     stats = {"method": method, "k": k, "hidden_size": hidden, "format": fmt,
+             "factors_kept": k < hidden and (fmt == "jaxcpt" or keep_factors),
              "source_model": str(model_path), "target_tokenizer": str(target_dir),
              "word_vectors": None if word_vectors is None else str(word_vectors),
              "exclude_special_neighbors": exclude_special_neighbors, "seed": seed,
@@ -190,7 +194,7 @@ def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str
              **extension, **{key: v for key, v in result.stats.items()}}
     with fresh_output_dir(out) as tmp:
         if fmt == "hf":
-            save_hf(model_t, tmp, tokenizer=target_dir, keep_factors=True)
+            save_hf(model_t, tmp, tokenizer=target_dir, keep_factors=keep_factors)
         else:
             save_checkpoint(model_t, tmp, tokenizer=target_dir)
         (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, default=_json_default) + "\n")

@@ -8,6 +8,8 @@ written to MODEL_DIR/config.gin before training starts.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
 
 from jaxcpt.errors import JaxcptError
@@ -48,9 +50,10 @@ def parse_gin(files: list[str], bindings: list[str]):
         if not pathlib.Path(name).is_file() and not (GIN_DIR.parent / name).is_file():
             raise JaxcptError(f"{name}: gin file not found")
     try:
-        gin.parse_config_files_and_bindings(
-            [f if pathlib.Path(f).is_file() else str(GIN_DIR.parent / f) for f in files],
-            bindings)
+        with _quiet_include_search():
+            gin.parse_config_files_and_bindings(
+                [f if pathlib.Path(f).is_file() else str(GIN_DIR.parent / f) for f in files],
+                bindings)
         from jaxcpt.train.config import TrainConfig
 
         return gin.get_configurable(TrainConfig)()
@@ -59,6 +62,24 @@ def parse_gin(files: list[str], bindings: list[str]):
     except Exception as err:  # gin raises ValueError/SyntaxError/KeyError/TypeError with context
         message = " ".join(str(err).split())
         raise JaxcptError(f"gin config ({', '.join(files) or 'bindings'}): {message[:400]}") from None
+
+
+class _DropGinSearchMisses(logging.Filter):
+    """gin logs `ERROR:root:Path not found` for every search path an include is *not* under
+    before it finds it; a missing include still fails with gin's own error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
+
+
+@contextlib.contextmanager
+def _quiet_include_search():
+    root, quiet = logging.getLogger(), _DropGinSearchMisses()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def cmd_train(args, gin_bindings: list[str]) -> None:
@@ -76,10 +97,19 @@ def cmd_train(args, gin_bindings: list[str]) -> None:
         return
     # The effective config is written once the run directory is known to be ours.
     summary = train(config, run_files={"config.gin": gin.config_str()})
-    last = summary["history"][-1]["loss"] if summary["history"] else float("nan")
-    print(f"jaxcpt train: {'preempted at' if summary['preempted'] else 'finished'} step "
-          f"{summary['final_step']} (last loss {last:.4f}); checkpoints in {model_dir}/checkpoints",
-          flush=True)
+    print(final_message(summary, model_dir, config.steps), flush=True)
+
+
+def final_message(summary: dict, model_dir: str, steps: int) -> str:
+    if summary["final_step"] is None:  # preempted during start-up (already said)
+        return "jaxcpt train: exiting before the first step; run again to start"
+    where = f"checkpoints in {model_dir}/checkpoints"
+    if summary["final_step"] == summary["start_step"] and not summary["preempted"]:
+        return f"jaxcpt train: nothing to do: the run is already at step {steps}; {where}"
+    last = summary["history"][-1]["loss"] if summary["history"] else None
+    loss = f" (last loss {last:.4f})" if last is not None else ""
+    verb = "preempted at" if summary["preempted"] else "finished"
+    return f"jaxcpt train: {verb} step {summary['final_step']}{loss}; {where}"
 
 
 def initialize_distributed(mode: str) -> None:

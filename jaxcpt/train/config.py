@@ -53,3 +53,6 @@ class TrainConfig:
     seed: int = 0
     tensorboard: bool = True
     nan_check_every: int = 1  # steps between host checks of the loss (and always before a save)
+    # Resuming after a change of optimizer settings: keep params, step and data position, start
+    # a fresh optimizer state (only when the checkpoint was written with other settings).
+    reset_optimizer: bool = False

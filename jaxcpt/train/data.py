@@ -101,6 +101,22 @@ def register_corpus(cfg: DataConfig) -> tuple[str, ...]:
     return tuple(task_name(cfg.mixture, lang, heldout=True) for lang in info.languages)
 
 
+def check_vocabulary(cfg: DataConfig, model_cfg, init_from: str | None) -> None:
+    """The tokenizer's ids must all be rows of the model (VOCAB_SIZE / the model's vocab_size):
+    a larger tokenizer indexes past the embedding and trains into NaN."""
+    if cfg.mixture == "synthetic":
+        return
+    from jaxcpt.data.tokenizer_info import tokenizer_info
+
+    path = tokenizer_dir(cfg, init_from)
+    pieces = tokenizer_info(path).vocab_size
+    if pieces > model_cfg.vocab_size:
+        source = f"init_from {init_from}" if init_from else "VOCAB_SIZE (the gin model config)"
+        raise JaxcptError(f"tokenizer {cfg.tokenizer or path} has {pieces} pieces but the model "
+                          f"has {model_cfg.vocab_size} vocabulary rows (from {source}); use a "
+                          f"model with at least {pieces} rows or the model's own tokenizer")
+
+
 def local_batch_size(cfg: DataConfig) -> int:
     count = jax.process_count()
     if cfg.batch_size % count:

@@ -1,18 +1,20 @@
 """`train(TrainConfig)`: the continued-pretraining loop.
 
-Resume is automatic: if MODEL_DIR has checkpoints, the newest restorable one gives params,
-optimizer state, step and the data iterator state (continuation is bit-identical on CPU).
-Otherwise parameters come from `init_from` (partial restore: params only, fresh optimizer) or a
-random init. SIGTERM (or, on a pod, jax's preemption notice agreed by all hosts) saves a
-checkpoint and returns normally. A non-finite loss stops the run before anything is saved from it.
+Start-up checks every input (model source, mesh, optimizer values, data, tokenizer against the
+model's rows) before anything is written into MODEL_DIR, then takes the run lock. Resume is
+automatic: if MODEL_DIR has checkpoints, the newest intact one gives params, optimizer state,
+step and the data iterator state (continuation is bit-identical on CPU); see `checkpointing` for
+how damage is told apart from a config change. Otherwise parameters come from `init_from`
+(partial restore: params only, fresh optimizer) or a random init. SIGTERM (or, on a pod, jax's
+preemption notice agreed by all hosts) saves a checkpoint and returns normally. A non-finite loss
+or gradient norm stops the run before anything is saved from that step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import signal
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -23,7 +25,7 @@ from jaxcpt.errors import JaxcptError
 from jaxcpt.train import data as train_data
 from jaxcpt.train import metrics as train_metrics
 from jaxcpt.train import optimizer as opt_lib
-from jaxcpt.train import partitioning, state as state_lib
+from jaxcpt.train import partitioning, preemption, run_dir, state as state_lib
 from jaxcpt.train.checkpointing import Checkpoints
 from jaxcpt.train.config import TrainConfig
 from jaxcpt.train.objectives import batch_fields, tokens_in
@@ -34,134 +36,152 @@ class NonFiniteLoss(JaxcptError):
     pass
 
 
-class _Preemption:
-    """SIGTERM → flag (single process); on a pod jax's preemption sync point decides instead."""
+@dataclasses.dataclass
+class _Parts:
+    """What start-up builds and checks before MODEL_DIR is touched."""
 
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-        if jax.process_count() == 1:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
+    model_cfg: Any
+    mesh: Any
+    setup: state_lib.ModelSetup
+    optimizer: Any
+    lr: Any
+    shardings: dict
+    abstract: dict
+    iterator: Any
+    eval_sets: dict
+    initial_params: dict | None
 
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-def _check_run_dir(model_dir: epath.Path, model_cfg) -> None:
-    """Refuse a MODEL_DIR that belongs to a different model; record ours on first use."""
-    run_file = model_dir / state_lib.RUN_FILE
-    ours = {"model_type": model_cfg.model_type, "config": dataclasses.asdict(model_cfg)}
-    if run_file.is_file():
-        theirs = json.loads(run_file.read_text())
-        if theirs != json.loads(json.dumps(ours)):
-            raise JaxcptError(f"{model_dir}: holds a run of a different model ({theirs['model_type']}, "
-                              f"vocab {theirs['config'].get('vocab_size')}); use a new MODEL_DIR")
-        return
-    if jax.process_index() == 0:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        if (model_dir / "checkpoints").exists():
-            raise JaxcptError(f"{model_dir}: has checkpoints but no {state_lib.RUN_FILE}; use a "
-                              "new MODEL_DIR")
-        run_file.write_text(json.dumps(ours, indent=2) + "\n")
-
-
-def _host_metrics(pending: list[dict], step0: int, languages) -> list[dict]:
-    rows = []
-    for offset, m in enumerate(jax.device_get(pending)):
-        loss = float(m["loss"])
-        if not np.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step0 + offset + 1}; stopped "
-                                "without saving it (the last good checkpoint is kept); lower the "
-                                "learning rate or check the data")
-        row = {k: float(m[k]) for k in ("loss", "accuracy", "grad_norm", "learning_rate")}
-        weight = np.asarray(m["lang_weight"])
-        for i, lang in enumerate(languages):
-            if i < len(weight) and weight[i] > 0:
-                row[f"loss/{lang}"] = float(m["lang_nll"][i] / weight[i])
-        rows.append(row)
-    return rows
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(getattr(self.iterator, "languages", ()))
 
 
 def train(cfg: TrainConfig, run_files: dict[str, str] | None = None) -> dict:
-    """Run (or resume) training; returns a summary (final step, last losses, eval results).
+    """Run (or resume) training; returns a summary (start and final step, history, eval results).
 
-    `run_files` (name → text, e.g. the effective gin config) are written into MODEL_DIR once it
-    is known to belong to this model."""
-    model_dir = epath.Path(cfg.model_dir)  # local or gs:// (every file below goes through epath)
+    `run_files` (name → text, e.g. the effective gin config) are written into MODEL_DIR once
+    every input has been checked, the run lock is held and the starting step is known."""
+    with preemption.handling_sigterm():
+        model_dir = epath.Path(cfg.model_dir)  # local or gs:// (every file goes through epath)
+        parts = _build(cfg, model_dir)
+        try:
+            if preemption.requested():
+                return _preempted_in_setup()
+            with run_dir.run_lock(model_dir):
+                run_dir.check_run_dir(model_dir, parts.model_cfg)
+                return _run(cfg, model_dir, parts, run_files or {})
+        finally:
+            if hasattr(parts.iterator, "close"):  # stop the prefetch thread before exit
+                parts.iterator.close()
+
+
+def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
     model_cfg = state_lib.source_config(cfg.init_from, cfg.model)
     mesh = partitioning.make_mesh(cfg.mesh)
     partitioning.check_batch_divisible(cfg.data.batch_size, mesh)
     if cfg.data.batch_size % cfg.accumulation_steps:
         raise JaxcptError(f"batch size {cfg.data.batch_size} is not divisible by "
                           f"accumulation_steps={cfg.accumulation_steps}")
-    _check_run_dir(model_dir, model_cfg)
-    if jax.process_index() == 0:
-        for name, text in (run_files or {}).items():
-            (model_dir / name).write_text(text)
+    opt_lib.validate(cfg.optimizer, cfg.steps)
     setup = state_lib.model_setup(model_cfg, mesh, state_lib.compute_dtype(cfg.dtype))
     optimizer, lr = opt_lib.make_optimizer(cfg.optimizer, setup.abstract_params, cfg.steps)
     shardings = state_lib.state_shardings(setup, optimizer, mesh)
     abstract = state_lib.abstract_state(setup, optimizer, shardings)
     heldout_tasks = train_data.register_corpus(cfg.data)
+    train_data.check_vocabulary(cfg.data, model_cfg, cfg.init_from)
     iterator = train_data.train_iterator(cfg.data, model_cfg, cfg.init_from, cfg.seed)
-    languages = tuple(getattr(iterator, "languages", ()))
-    ckpts = Checkpoints(model_dir, cfg.checkpoint)
-    restored = ckpts.restore_latest(abstract)
-    if restored is not None:
-        state, data_state, start = restored
-        iterator.set_state(data_state)
-        print(f"jaxcpt train: resumed from {model_dir}/checkpoints/{start}", flush=True)
-    else:
-        params = (state_lib.loaded_params(setup, cfg.init_from) if cfg.init_from
-                  else state_lib.random_params(setup, cfg.seed))
-        state = jax.jit(lambda p: {"step": jax.numpy.zeros((), jax.numpy.int32), "params": p,
-                                   "opt_state": optimizer.init(p)}, out_shardings=shardings)(params)
-        start = 0
-    fields = batch_fields(model_cfg.model_type)
-    steps_fns = {}
+    try:
+        eval_sets = train_data.eval_sets(cfg.data, tuple(cfg.data.eval_tasks) + heldout_tasks,
+                                         cfg.init_from, cfg.eval_batches)
+        initial_params = None
+        if not run_dir.has_checkpoints(model_dir):  # a fresh run: load its start now
+            initial_params = (state_lib.loaded_params(setup, cfg.init_from) if cfg.init_from
+                              else state_lib.random_params(setup, cfg.seed))
+    except BaseException:
+        if hasattr(iterator, "close"):
+            iterator.close()
+        raise
+    return _Parts(model_cfg, mesh, setup, optimizer, lr, shardings, abstract, iterator,
+                  eval_sets, initial_params)
+
+
+def _run(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, run_files: dict) -> dict:
+    ckpts = Checkpoints(model_dir, cfg.checkpoint, settings=dataclasses.asdict(cfg.optimizer))
+    try:
+        fresh_opt_state = jax.jit(parts.optimizer.init,
+                                  out_shardings=parts.shardings["opt_state"])
+        restored = ckpts.restore_latest(parts.abstract, reset_optimizer=cfg.reset_optimizer,
+                                        fresh_opt_state=fresh_opt_state)
+        if restored is not None:
+            state, start = restored.state, restored.step
+            parts.iterator.set_state(restored.data_state)
+            print(f"jaxcpt train: resumed from {model_dir}/checkpoints/{start}", flush=True)
+        elif parts.initial_params is None:
+            raise JaxcptError(f"{model_dir}: its checkpoints disappeared while starting")
+        else:
+            optimizer = parts.optimizer
+            state = jax.jit(lambda p: {"step": jax.numpy.zeros((), jax.numpy.int32), "params": p,
+                                       "opt_state": optimizer.init(p)},
+                            out_shardings=parts.shardings)(parts.initial_params)
+            start = 0
+        if preemption.requested():
+            return _preempted_in_setup()
+        run_dir.write_run_files(model_dir, run_files, start)
+        return _loop(cfg, model_dir, parts, ckpts, state, start)
+    finally:
+        ckpts.wait()  # async saves joined before the process may exit
+        ckpts.close()
+
+
+def _step_functions(cfg: TrainConfig, parts: _Parts):
+    model_type = parts.model_cfg.model_type
+    cache = {}
 
     def step_fn(phase: str):
-        if phase not in steps_fns:
-            mask = opt_lib.trainable_mask(setup.abstract_params, model_cfg.model_type, phase)
-            fn = make_train_step(setup.graphdef, optimizer, lr, model_type=model_cfg.model_type,
-                                 num_languages=max(len(languages), 1),
+        if phase not in cache:
+            mask = opt_lib.trainable_mask(parts.setup.abstract_params, model_type, phase)
+            fn = make_train_step(parts.setup.graphdef, parts.optimizer, parts.lr,
+                                 model_type=model_type, num_languages=max(len(parts.languages), 1),
                                  accumulation_steps=cfg.accumulation_steps, trainable=mask,
                                  dropout=cfg.dropout, seed=cfg.seed)
-            steps_fns[phase] = jax.jit(fn, in_shardings=(shardings, None),
-                                       out_shardings=(shardings, None), donate_argnums=0)
-        return steps_fns[phase]
+            cache[phase] = jax.jit(fn, in_shardings=(parts.shardings, None),
+                                   out_shardings=(parts.shardings, None), donate_argnums=0)
+        return cache[phase]
 
-    eval_sets = train_data.eval_sets(cfg.data, tuple(cfg.data.eval_tasks) + heldout_tasks,
-                                     cfg.init_from, cfg.eval_batches)
-    eval_fn = jax.jit(make_eval_step(setup.graphdef, model_type=model_cfg.model_type,
-                                     num_languages=max(len(languages), 1)))
+    eval_fn = jax.jit(make_eval_step(parts.setup.graphdef, model_type=model_type,
+                                     num_languages=max(len(parts.languages), 1)))
+    return step_fn, eval_fn
+
+
+def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpoints, state,
+          start: int) -> dict:
+    step_fn, eval_fn = _step_functions(cfg, parts)
+    model_type, mesh, iterator = parts.model_cfg.model_type, parts.mesh, parts.iterator
+    fields = batch_fields(model_type)
     writer = train_metrics.MetricsWriter(model_dir, total_steps=cfg.steps, start_step=start,
                                          enabled=jax.process_index() == 0,
                                          tensorboard=cfg.tensorboard)
-    flops_per_step = _flops_per_step(cfg, model_cfg)
+    flops_per_step = _flops_per_step(cfg, parts.model_cfg)
     peak = train_metrics.device_peak_flops(jax.devices()[0])
-    preemption = _Preemption()
+    single_process = jax.process_count() == 1
     pending, history, evals = [], [], {}
     tokens, window_start, window_step = 0, time.time(), start
     summary = {"start_step": start, "preempted": False}
+    step = start
     try:
         with sharding.axis_rules(mesh, partitioning.LOGICAL_RULES):
-            step = start
             while step < cfg.steps:
-                if preemption.requested or ckpts.reached_preemption(step):
-                    _flush(pending, step - len(pending), languages, history, writer)
-                    ckpts.save(step, state, iterator.get_state(), force=True)
+                if (single_process and preemption.requested()) or ckpts.reached_preemption(step):
+                    _flush(pending, step - len(pending), parts.languages, history, writer)
+                    if step not in ckpts.steps():
+                        ckpts.save(step, state, iterator.get_state(), force=True)
                     ckpts.wait()
                     print(f"jaxcpt train: preempted; saved step {step} to {model_dir}; exiting",
                           flush=True)
                     summary["preempted"] = True
                     break
                 host_batch = next(iterator)
-                tokens += tokens_in(host_batch, model_cfg.model_type)
+                tokens += tokens_in(host_batch, model_type)
                 phase = "embeddings" if step < cfg.embeddings_only_steps else cfg.trainable
                 state, m = step_fn(phase)(state, train_data.to_global(host_batch, mesh, fields))
                 pending.append(m)
@@ -169,7 +189,7 @@ def train(cfg: TrainConfig, run_files: dict[str, str] | None = None) -> dict:
                 saving = step % cfg.checkpoint.every_steps == 0 or step == cfg.steps
                 logging = step % cfg.log_every == 0 or step == cfg.steps
                 if saving or logging or len(pending) >= cfg.nan_check_every:
-                    rows = _flush(pending, step - len(pending), languages, history, writer)
+                    rows = _flush(pending, step - len(pending), parts.languages, history, writer)
                     if logging and rows:
                         elapsed = max(time.time() - window_start, 1e-9)
                         shown = dict(rows[-1])
@@ -182,18 +202,38 @@ def train(cfg: TrainConfig, run_files: dict[str, str] | None = None) -> dict:
                         tokens, window_start, window_step = 0, time.time(), step
                 if saving:
                     ckpts.save(step, state, iterator.get_state(), force=step == cfg.steps)
-                if eval_sets and ((cfg.eval_every and step % cfg.eval_every == 0)
-                                  or step == cfg.steps):
-                    evals = _evaluate(eval_fn, state["params"], eval_sets, mesh, fields)
+                if parts.eval_sets and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                        or step == cfg.steps):
+                    evals = _evaluate(eval_fn, state["params"], parts.eval_sets, mesh, fields)
                     writer.scalars(step, evals, prefix="eval")
                     print("eval " + "  ".join(f"{k} {v:.4f}" for k, v in evals.items()), flush=True)
-        ckpts.wait()
     finally:
-        preemption.restore()
         writer.close()
-        ckpts.close()
     summary.update(final_step=step, history=history, eval=evals)
     return summary
+
+
+def _preempted_in_setup() -> dict:
+    print("jaxcpt train: preempted during start-up; nothing was saved; exiting", flush=True)
+    return {"start_step": None, "final_step": None, "preempted": True, "history": [], "eval": {}}
+
+
+def _host_metrics(pending: list[dict], step0: int, languages) -> list[dict]:
+    rows = []
+    for offset, m in enumerate(jax.device_get(pending)):
+        loss, grad_norm = float(m["loss"]), float(m["grad_norm"])
+        if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+            raise NonFiniteLoss(f"non-finite loss or gradient (loss {loss:.4g}, grad norm "
+                                f"{grad_norm:.4g}) at step {step0 + offset + 1}; stopped without "
+                                "saving it (the last good checkpoint is kept); lower the learning "
+                                "rate or check the data")
+        row = {k: float(m[k]) for k in ("loss", "accuracy", "grad_norm", "learning_rate")}
+        weight = np.asarray(m["lang_weight"])
+        for i, lang in enumerate(languages):
+            if i < len(weight) and weight[i] > 0:
+                row[f"loss/{lang}"] = float(m["lang_nll"][i] / weight[i])
+        rows.append(row)
+    return rows
 
 
 def _flush(pending: list, first_step: int, languages, history: list, writer) -> list[dict]:

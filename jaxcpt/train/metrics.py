@@ -59,7 +59,10 @@ def t5_step_flops(cfg, *, batch_size: int, sequence_length: int, target_length: 
 
 
 class MetricsWriter:
-    """TensorBoard event files (process 0 only) + a console line with a progress bar and ETA."""
+    """TensorBoard event files (process 0 only) + a console line with a progress bar and ETA.
+
+    A resumed run re-trains the steps after its checkpoint: their old rows are dropped from
+    metrics.jsonl (one row per step) and TensorBoard is told to purge its events from there on."""
 
     def __init__(self, model_dir, *, total_steps: int, start_step: int, enabled: bool = True,
                  tensorboard: bool = True):
@@ -70,9 +73,13 @@ class MetricsWriter:
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(str(epath.Path(model_dir) / "tensorboard"), flush_secs=10)
-        if enabled:  # every step's host metrics, appended (a resumed run continues the file)
-            self.jsonl = (epath.Path(model_dir) / "metrics.jsonl").open("a")
+            logdir = epath.Path(model_dir) / "tensorboard"
+            purge = start_step + 1 if logdir.exists() else None
+            self.writer = SummaryWriter(str(logdir), flush_secs=10, purge_step=purge)
+        if enabled:
+            path = epath.Path(model_dir) / "metrics.jsonl"
+            _drop_rows_after(path, start_step)
+            self.jsonl = path.open("a")
 
     def record(self, step: int, row: dict) -> None:
         if self.jsonl is not None:
@@ -105,6 +112,27 @@ class MetricsWriter:
             self.writer.close()
         if self.jsonl is not None:
             self.jsonl.close()
+
+
+def _drop_rows_after(path: epath.Path, step: int) -> None:
+    """Keep the rows of steps <= `step` (rewritten atomically; a torn last line is dropped too)."""
+    if not path.exists():
+        return
+    kept, changed = [], False
+    for line in path.read_text().splitlines():
+        try:
+            row_step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            changed = True
+            continue
+        if row_step <= step:
+            kept.append(line)
+        else:
+            changed = True
+    if changed:
+        tmp = path.parent / f".{path.name}.tmp"
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
 
 
 def _duration(seconds: float) -> str:

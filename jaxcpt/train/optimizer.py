@@ -7,8 +7,10 @@ from the parameter paths.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
+import numpy as np
 import optax
 
 from jaxcpt.errors import JaxcptError
@@ -54,6 +56,35 @@ def schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, warmup), after],
                                 [warmup])
+
+
+def validate(cfg: OptimizerConfig, total_steps: int) -> None:
+    """One-line errors for values that would give NaN/inf or a meaningless run, checked at start
+    (an infinite learning rate gives NaN at the first step: warmup multiplies it by 0)."""
+    def bad(name: str, value, need: str):
+        raise JaxcptError(f"OptimizerConfig.{name}={value!r}: {need}")
+
+    checks = (("learning_rate", cfg.learning_rate, lambda v: v > 0, "must be finite and > 0"),
+              ("weight_decay", cfg.weight_decay, lambda v: v >= 0, "must be finite and >= 0"),
+              ("b1", cfg.b1, lambda v: 0 <= v < 1, "must be in [0, 1)"),
+              ("b2", cfg.b2, lambda v: 0 <= v < 1, "must be in [0, 1)"),
+              ("eps", cfg.eps, lambda v: v > 0, "must be finite and > 0"),
+              ("end_learning_rate_fraction", cfg.end_learning_rate_fraction,
+               lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+    for name, value, ok, need in checks:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            bad(name, value, need)
+    if cfg.clip_norm is not None and not (math.isfinite(cfg.clip_norm) and cfg.clip_norm > 0):
+        bad("clip_norm", cfg.clip_norm, "must be finite and > 0, or None (no clipping)")
+    if cfg.warmup_steps < 0:
+        bad("warmup_steps", cfg.warmup_steps, "must be >= 0")
+    if cfg.schedule_steps is not None and cfg.schedule_steps < 1:
+        bad("schedule_steps", cfg.schedule_steps, "must be >= 1 or None (TrainConfig.steps)")
+    values = np.asarray(jax.vmap(schedule(cfg, total_steps))(np.arange(max(total_steps, 1))))
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        step = int(np.argmax(~np.isfinite(values) | (values < 0)))
+        raise JaxcptError(f"learning-rate schedule gives {values[step]} at step {step}; check "
+                          "OptimizerConfig (learning_rate, decay, warmup_steps, schedule_steps)")
 
 
 def _paths(tree, prefix=()):
