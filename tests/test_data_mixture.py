@@ -141,3 +141,38 @@ def test_language_subset(tmp_path):
     assert set(info.rates) == {"ru", "pt"}
     with pytest.raises(JaxcptError, match="xx"):
         corpus_tasks.register_corpus("subset_bad", tmp_path, languages=["xx"])
+
+
+def test_replay_gives_the_source_languages_their_share_and_resumes(tmp_path):
+    from jaxcpt.data.pipeline import train_iterator
+
+    sizes = {"en-US": 300, "pt": 100, "de": 400, "ja": 2500}
+    write_corpus(tmp_path, sizes)
+    info = corpus_tasks.register_corpus("replay_mix", tmp_path, languages=("de", "ja"),
+                                        replay_languages=("en-US", "pt"), replay_share=0.25)
+    assert set(info.languages) == set(sizes)  # the replay languages were added
+    old = {lang: sizes[lang] ** 0.3 for lang in ("en-US", "pt")}
+    new = {lang: sizes[lang] ** 0.3 for lang in ("de", "ja")}
+    expected = {**{lang: 0.25 * w / sum(old.values()) for lang, w in old.items()},
+                **{lang: 0.75 * w / sum(new.values()) for lang, w in new.items()}}
+    assert info.rates == pytest.approx(expected)
+    draws = 6000
+    assert_rates_match(expected, observed_language_counts("replay_mix", draws), draws)
+    # Deterministic and resumable like any mixture.
+    kwargs = dict(tokenizer_dir=str(enpt_tokenizer_dir()), objective="mlm", sequence_length=32,
+                  batch_size=4, seed=3, prefetch=0)
+    first = train_iterator("replay_mix", **kwargs)
+    for _ in range(3):
+        next(first)
+    state = first.get_state()
+    expected_batch = next(first)
+    resumed = train_iterator("replay_mix", **kwargs)
+    resumed.set_state(state)
+    for key, value in next(resumed).items():
+        np.testing.assert_array_equal(value, expected_batch[key])
+    with pytest.raises(Exception, match="replay_share must be in"):
+        corpus_tasks.register_corpus("bad_replay", tmp_path, replay_languages=("pt",),
+                                     replay_share=1.0)
+    with pytest.raises(Exception, match="needs both replay languages"):
+        corpus_tasks.register_corpus("bad_replay", tmp_path, languages=("pt",),
+                                     replay_languages=("pt",), replay_share=0.5)

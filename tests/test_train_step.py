@@ -35,7 +35,7 @@ def _batches(cfg, n, batch_size=8, seed=0):
                                 vocab_size=cfg.vocab_size, num_languages=2) for _ in range(n)]
 
 
-def _run(cfg, mesh_shape, batches, *, accumulation=1, trainable="all", lr=3e-3):
+def _run(cfg, mesh_shape, batches, *, accumulation=1, trainable="all", lr=3e-3, new_rows=None):
     devices = jax.devices()[:int(np.prod(mesh_shape))]
     mesh = partitioning.make_mesh(
         partitioning.MeshConfig(*mesh_shape), devices=devices)
@@ -47,7 +47,8 @@ def _run(cfg, mesh_shape, batches, *, accumulation=1, trainable="all", lr=3e-3):
     params = state_lib.random_params(setup, seed=0)
     state = jax.jit(lambda p: {"step": jax.numpy.zeros((), jax.numpy.int32), "params": p,
                                "opt_state": optimizer.init(p)}, out_shardings=shardings)(params)
-    mask = opt_lib.trainable_mask(setup.abstract_params, cfg.model_type, trainable)
+    mask = opt_lib.trainable_mask(setup.abstract_params, cfg.model_type, trainable,
+                                  new_rows=new_rows)
     step = jax.jit(make_train_step(setup.graphdef, optimizer, schedule, model_type=cfg.model_type,
                                    num_languages=2, accumulation_steps=accumulation,
                                    trainable=mask, dropout=False),
@@ -116,6 +117,34 @@ def test_embeddings_only_phase_leaves_other_params_bit_unchanged():
             assert not np.array_equal(value, before), name
         else:
             assert np.array_equal(value, before), name  # bitwise, incl. no weight decay
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_K, TINY_T5], ids=["dense", "factorized", "mt5"])
+def test_new_rows_only_keeps_every_source_row_bit_identical(cfg):
+    """Tied output (XLM-R) sends a gradient to every row and AdamW decays rows with a zero
+    gradient: both must leave the source rows exactly as they were."""
+    first_new = cfg.vocab_size * 2 // 3  # ids from here on are the "new" tokens
+    new_rows = np.zeros(cfg.padded_vocab_size, bool)
+    new_rows[first_new:cfg.vocab_size] = True
+    batches = _batches(cfg, 3)
+    _, state, initial = _run(cfg, (2, 2, 2), batches, trainable="new_rows", new_rows=new_rows)
+    before = dict(jax.tree_util.tree_flatten_with_path(jax.device_get(initial))[0])
+    changed = []
+    for path, value in jax.tree_util.tree_flatten_with_path(jax.device_get(state["params"]))[0]:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        old = before[path]
+        if value.shape and value.shape[0] == cfg.padded_vocab_size and \
+                name.split("/")[-1] in ("embedding", "coordinates", "bias"):
+            assert np.array_equal(value[:first_new], old[:first_new]), name  # bitwise
+            if not np.array_equal(value[first_new:], old[first_new:]):
+                changed.append(name)
+        else:
+            assert np.array_equal(value, old), name  # primitives P, encoder, head transform
+    expected = {"xlmr": ["embeddings/word/embedding", "head/bias"],
+                "factorized": ["embeddings/word/coordinates", "head/bias"],
+                "mt5": ["lm_head/embedding", "shared/embedding"]}
+    key = "factorized" if cfg.num_primitives else ("mt5" if cfg.model_type == "mt5" else "xlmr")
+    assert sorted(changed) == expected[key]
 
 
 def test_impossible_mesh_is_a_one_line_error():

@@ -14,8 +14,10 @@ def _register(args) -> str:
     if path is None and args.name == tasks.SHIPPED_CORPUS:   # with this command's rate settings
         path = tasks.shipped_corpus(tasks.SHIPPED_CORPUS)
     if path:
+        replay = tuple(x for x in (args.replay_languages or "").split(",") if x)
         corpus_tasks.register_corpus(args.name, path, alpha=args.alpha, size_unit=args.size_unit,
-                                     tokenizer_dir=getattr(args, "tokenizer", None))
+                                     tokenizer_dir=getattr(args, "tokenizer", None),
+                                     replay_languages=replay, replay_share=args.replay_share)
     return args.name
 
 
@@ -23,7 +25,9 @@ def cmd_rates(args) -> None:
     from jaxcpt.data import corpus_tasks
 
     info = corpus_tasks.corpus_info(_register(args))
-    print(f"mixture {info.name}: alpha={info.alpha}, n_l = {info.size_unit}")
+    replay = (f", replay {info.replay_share:g} for {','.join(info.replay_languages)}"
+              if info.replay_share else "")
+    print(f"mixture {info.name}: alpha={info.alpha}, n_l = {info.size_unit}{replay}")
     print(f"{'language':12s} {'n_l':>10s} {'rate':>8s}")
     for lang in info.languages:
         print(f"{lang:12s} {info.sizes[lang]:10d} {info.rates[lang]:8.4f}")
@@ -66,6 +70,10 @@ def add_commands(subparsers) -> None:
         p.add_argument("--alpha", type=float, default=0.3, help="temperature exponent (0.3)")
         p.add_argument("--size-unit", choices=("examples", "tokens"), default="examples",
                        help="n_l of rate ∝ n_l^alpha: examples (default) or tokens (--tokenizer)")
+        p.add_argument("--replay-languages", default=None, metavar="L1,L2",
+                       help="languages the source model knew: together they get --replay-share")
+        p.add_argument("--replay-share", type=float, default=0.0,
+                       help="share of the mixture for --replay-languages (default 0: plain rates)")
 
     p = sub.add_parser("rates", help="per-language sizes and temperature-sampling rates")
     common(p)

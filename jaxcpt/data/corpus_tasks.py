@@ -7,6 +7,11 @@ corpus serves any tokenizer and objective.
 Mixture rates follow temperature sampling: rate_l ∝ n_l^α (α = 0.3 by default: XLM-R, mT5, Glot500),
 where n_l is the number of examples (paragraphs/lines) of language l (`size_unit="examples"`,
 the XLM-R convention) or its number of tokens under `tokenizer_dir` (`size_unit="tokens"`, mT5).
+
+Replay (continued pretraining): `replay_languages` (the languages the source model already knew)
+get `replay_share` of the mixture together, split among them by the same temperature rule; the
+other languages share the rest. Sampling stays seqio's seeded mixture, so replay is deterministic
+and resumes with the iterator state like any mixture.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class CorpusInfo:
     size_unit: str
     alpha: float
     rates: dict                      # language -> mixture rate (sums to 1)
+    replay_languages: tuple[str, ...] = ()
+    replay_share: float = 0.0
     tokenizer_dir: str | None = None
     objective: str | None = None
     train_mixture: str = ""
@@ -56,6 +63,24 @@ def temperature_rates(sizes: dict, alpha: float) -> dict:
     weights = {lang: float(n) ** alpha for lang, n in sizes.items()}
     total = sum(weights.values())
     return {lang: w / total for lang, w in weights.items()}
+
+
+def replay_rates(sizes: dict, alpha: float, replay_languages, replay_share: float) -> dict:
+    """Temperature rates inside two groups: replay languages together get `replay_share`."""
+    if not replay_share:
+        return temperature_rates(sizes, alpha)
+    replay = [lang for lang in sizes if lang in set(replay_languages)]
+    new = [lang for lang in sizes if lang not in set(replay_languages)]
+    if not 0 < replay_share < 1:
+        raise JaxcptError(f"replay_share must be in [0, 1), got {replay_share}")
+    if not replay or not new:
+        raise JaxcptError(f"replay needs both replay languages ({', '.join(replay) or 'none'}) "
+                          f"and new languages ({', '.join(new) or 'none'}) in the mixture")
+    rates = {lang: r * replay_share
+             for lang, r in temperature_rates({x: sizes[x] for x in replay}, alpha).items()}
+    rates.update({lang: r * (1 - replay_share)
+                  for lang, r in temperature_rates({x: sizes[x] for x in new}, alpha).items()})
+    return {lang: rates[lang] for lang in sizes}
 
 
 def task_name(corpus: str, language: str, heldout: bool = False) -> str:
@@ -77,13 +102,16 @@ def corpus_info(name: str) -> CorpusInfo:
 def register_corpus(name: str, path, *, tokenizer_dir: str | None = None,
                     objective: str | None = None, alpha: float = 0.3,
                     size_unit: str = "examples",
-                    languages: tuple[str, ...] | None = None) -> CorpusInfo:
+                    languages: tuple[str, ...] | None = None,
+                    replay_languages: tuple[str, ...] = (),
+                    replay_share: float = 0.0) -> CorpusInfo:
     """Registers `<name>.<lang>` Tasks (split "train"), the Mixture `<name>`, and for a `heldout/`
     split `<name>_heldout.<lang>` Tasks (split "validation") with the Mixture `<name>_heldout`.
 
     `path` holds `train/` (and optionally `heldout/`) with one file per language, named
     `<language>.tsv` (`id<TAB>text`) or `<language>.txt` (one paragraph a line); a directory without
-    `train/` is read as the training split itself. `languages` keeps only those (default: all).
+    `train/` is read as the training split itself. `languages` keeps only those (default: all);
+    `replay_languages` are added to them when missing and get `replay_share` of the mixture.
     Re-registering a name replaces it.
     """
     path = pathlib.Path(path)
@@ -94,6 +122,8 @@ def register_corpus(name: str, path, *, tokenizer_dir: str | None = None,
     if size_unit == "tokens" and tokenizer_dir is None:
         raise JaxcptError(f"corpus {name}: size_unit='tokens' needs tokenizer_dir")
     train_dir = path / "train" if (path / "train").is_dir() else path
+    if languages is not None and replay_share:
+        languages = tuple(languages) + tuple(x for x in replay_languages if x not in languages)
     train_files = _select_languages(_language_files(train_dir), languages, train_dir)
     texts = {lang: text_files.read_texts(file) for lang, file in train_files.items()}
     if size_unit == "tokens":
@@ -102,7 +132,7 @@ def register_corpus(name: str, path, *, tokenizer_dir: str | None = None,
         sizes = {lang: sum(map(len, encode_texts(tokenizer_dir, t))) for lang, t in texts.items()}
     else:
         sizes = {lang: len(t) for lang, t in texts.items()}
-    rates = temperature_rates(sizes, alpha)
+    rates = replay_rates(sizes, alpha, replay_languages, replay_share)
     for lang in train_files:
         _register_text_task(task_name(name, lang), lang, {TRAIN: texts[lang]})
     _replace_mixture(name, [(task_name(name, lang), rates[lang]) for lang in train_files])
@@ -117,7 +147,9 @@ def register_corpus(name: str, path, *, tokenizer_dir: str | None = None,
         _replace_mixture(heldout_mixture, [(task_name(name, lang, True), 1.0)
                                            for lang in heldout_files])
     info = CorpusInfo(name=name, path=str(path), languages=tuple(train_files), sizes=sizes,
-                      size_unit=size_unit, alpha=alpha, rates=rates, tokenizer_dir=tokenizer_dir,
+                      size_unit=size_unit, alpha=alpha, rates=rates,
+                      replay_languages=tuple(replay_languages) if replay_share else (),
+                      replay_share=replay_share, tokenizer_dir=tokenizer_dir,
                       objective=objective, train_mixture=name, heldout_mixture=heldout_mixture)
     _CORPORA[name] = info
     return info

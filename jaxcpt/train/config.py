@@ -20,6 +20,9 @@ class DataConfig:
     corpus_dir: str | None = None
     languages: tuple[str, ...] | None = None
     alpha: float = 0.3
+    # Replay: the source model's languages keep this share of the mixture (0: plain α-sampling).
+    replay_languages: tuple[str, ...] = ()
+    replay_share: float = 0.0
     eval_tasks: tuple[str, ...] = ()  # held-out tasks evaluated every `eval_every` steps
     eval_heldout: bool = True  # also evaluate every held-out language task of the corpus
     tokenizer: str | None = None  # HF tokenizer dir (default: the one of TrainConfig.init_from)
@@ -45,8 +48,14 @@ class TrainConfig:
     dtype: str = "float32"  # compute dtype; parameters and optimizer state stay float32
     dropout: bool = True
     accumulation_steps: int = 1
-    trainable: str = "all"  # "all" | "embeddings" | "embeddings_and_head"
-    embeddings_only_steps: int = 0  # train only the embeddings first, then `trainable`
+    trainable: str = "all"  # "all" | "embeddings" | "embeddings_and_head" | "new_rows"
+    # A warm stage: the first `warm_steps` steps train only `warm_trainable`, then `trainable`.
+    warm_steps: int = 0
+    warm_trainable: str = "embeddings"
+    # "new_rows" trains only the rows of tokens the source tokenizer lacks; the source tokenizer
+    # (HF dir, or a model dir holding one) defaults to the `source_model` that
+    # `jaxcpt init-embeddings` recorded in init_from/init_stats.json.
+    source_tokenizer: str | None = None
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate only at the end (if eval_tasks)
     eval_batches: int = 4

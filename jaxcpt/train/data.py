@@ -95,7 +95,8 @@ def register_corpus(cfg: DataConfig) -> tuple[str, ...]:
         from jaxcpt.data.text_files import shipped_corpus
 
         path = shipped_corpus(path.split(":", 1)[1])
-    info = register(cfg.mixture, path, alpha=cfg.alpha, languages=cfg.languages)
+    info = register(cfg.mixture, path, alpha=cfg.alpha, languages=cfg.languages,
+                    replay_languages=cfg.replay_languages, replay_share=cfg.replay_share)
     if not (cfg.eval_heldout and info.heldout_mixture):
         return ()
     return tuple(task_name(cfg.mixture, lang, heldout=True) for lang in info.languages)
@@ -115,6 +116,35 @@ def check_vocabulary(cfg: DataConfig, model_cfg, init_from: str | None) -> None:
         raise JaxcptError(f"tokenizer {cfg.tokenizer or path} has {pieces} pieces but the model "
                           f"has {model_cfg.vocab_size} vocabulary rows (from {source}); use a "
                           f"model with at least {pieces} rows or the model's own tokenizer")
+
+
+def new_rows(cfg, model_cfg) -> np.ndarray:
+    """[padded V] bool: True for the rows of tokens the source tokenizer does not have (`cfg` is
+    the TrainConfig). A target token is a source token when the same string is in both
+    vocabularies (a moved special token such as XLM-R's `<mask>` included)."""
+    import json
+
+    from jaxcpt.data.tokenizer_info import load_tokenizer
+
+    source = cfg.source_tokenizer
+    stats = pathlib.Path(cfg.init_from or "") / "init_stats.json"
+    if source is None and cfg.init_from and stats.is_file():
+        source = json.loads(stats.read_text(encoding="utf-8")).get("source_model")
+    if source is None:
+        raise JaxcptError("trainable='new_rows' needs the source vocabulary: set "
+                          "TrainConfig.source_tokenizer (the model before vocabulary extension), "
+                          "or train from a directory written by `jaxcpt init-embeddings`")
+    source_dir = tokenizer_dir(DataConfig(tokenizer=str(source)), None)
+    source_vocab = load_tokenizer(source_dir).get_vocab()
+    target_vocab = load_tokenizer(tokenizer_dir(cfg.data, cfg.init_from)).get_vocab()
+    rows = np.zeros(model_cfg.padded_vocab_size, bool)
+    rows[:model_cfg.vocab_size] = True
+    shared = [i for token, i in target_vocab.items() if token in source_vocab]
+    rows[shared] = False
+    if not rows.any():
+        raise JaxcptError(f"trainable='new_rows': the tokenizer adds no token to the source "
+                          f"tokenizer {source_dir}; nothing would train")
+    return rows
 
 
 def local_batch_size(cfg: DataConfig) -> int:

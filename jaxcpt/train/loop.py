@@ -50,6 +50,7 @@ class _Parts:
     iterator: Any
     eval_sets: dict
     initial_params: dict | None
+    new_rows: Any  # [padded V] bool: rows of tokens the source model lacked ("new_rows" stages)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -89,6 +90,10 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
     abstract = state_lib.abstract_state(setup, optimizer, shardings)
     heldout_tasks = train_data.register_corpus(cfg.data)
     train_data.check_vocabulary(cfg.data, model_cfg, cfg.init_from)
+    phases = {cfg.trainable} | ({cfg.warm_trainable} if cfg.warm_steps else set())
+    for phase in phases:
+        opt_lib.check_trainable(phase)
+    new_rows = (train_data.new_rows(cfg, model_cfg) if "new_rows" in phases else None)
     iterator = train_data.train_iterator(cfg.data, model_cfg, cfg.init_from, cfg.seed)
     try:
         eval_sets = train_data.eval_sets(cfg.data, tuple(cfg.data.eval_tasks) + heldout_tasks,
@@ -102,7 +107,7 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
             iterator.close()
         raise
     return _Parts(model_cfg, mesh, setup, optimizer, lr, shardings, abstract, iterator,
-                  eval_sets, initial_params)
+                  eval_sets, initial_params, new_rows)
 
 
 def _run(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, run_files: dict) -> dict:
@@ -139,7 +144,8 @@ def _step_functions(cfg: TrainConfig, parts: _Parts):
 
     def step_fn(phase: str):
         if phase not in cache:
-            mask = opt_lib.trainable_mask(parts.setup.abstract_params, model_type, phase)
+            mask = opt_lib.trainable_mask(parts.setup.abstract_params, model_type, phase,
+                                          new_rows=parts.new_rows)
             fn = make_train_step(parts.setup.graphdef, parts.optimizer, parts.lr,
                                  model_type=model_type, num_languages=max(len(parts.languages), 1),
                                  accumulation_steps=cfg.accumulation_steps, trainable=mask,
@@ -182,7 +188,7 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
                     break
                 host_batch = next(iterator)
                 tokens += tokens_in(host_batch, model_type)
-                phase = "embeddings" if step < cfg.embeddings_only_steps else cfg.trainable
+                phase = cfg.warm_trainable if step < cfg.warm_steps else cfg.trainable
                 state, m = step_fn(phase)(state, train_data.to_global(host_batch, mesh, fields))
                 pending.append(m)
                 step += 1

@@ -21,7 +21,9 @@ EMBEDDING_PREFIXES = {"xlm-roberta": (("embeddings", "word"),), "roberta": (("em
                       "t5": (("shared",),), "mt5": (("shared",),)}
 HEAD_PREFIXES = {"xlm-roberta": (("head",),), "roberta": (("head",),),
                  "t5": (("lm_head",),), "mt5": (("lm_head",),)}
-TRAINABLE = ("all", "embeddings", "embeddings_and_head")
+TRAINABLE = ("all", "embeddings", "embeddings_and_head", "new_rows")
+# Vocabulary-indexed leaves under the embedding/head prefixes: rows are tokens.
+VOCAB_ROW_KEYS = ("embedding", "coordinates", "bias")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +38,26 @@ class OptimizerConfig:
     eps: float = 1e-6
     clip_norm: float | None = 1.0
     schedule_steps: int | None = None  # length of the schedule (default: TrainConfig.steps)
+    # Steps where the schedule starts again (re-warm, then decay to the end of its segment), e.g.
+    # the step where a staged recipe unfreezes the whole model.
+    restarts: tuple[int, ...] = ()
 
 
 def schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
     total_steps = cfg.schedule_steps or total_steps
+    restarts = sorted(set(cfg.restarts))
+    if any(not 0 < r < total_steps for r in restarts):
+        raise JaxcptError(f"OptimizerConfig.restarts={tuple(cfg.restarts)}: each must be between "
+                          f"1 and the schedule's last step ({total_steps - 1})")
+    if restarts:
+        edges = [0, *restarts, total_steps]
+        parts = [_segment(cfg, end - start) for start, end in zip(edges, edges[1:])]
+        return optax.join_schedules(parts, restarts)
+    return _segment(cfg, total_steps)
+
+
+def _segment(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+    """Warmup then decay over `total_steps` steps."""
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     end = cfg.learning_rate * cfg.end_learning_rate_fraction
     decay_steps = max(total_steps - warmup, 1)
@@ -108,14 +126,38 @@ def make_optimizer(cfg: OptimizerConfig, params: dict, total_steps: int):
     return optax.chain(*parts), lr
 
 
-def trainable_mask(params: dict, model_type: str, trainable: str) -> dict | None:
-    """True for parameters that train; None means everything trains."""
+def check_trainable(trainable: str) -> None:
     if trainable not in TRAINABLE:
         raise JaxcptError(f"trainable={trainable!r}: use one of {', '.join(TRAINABLE)}")
+
+
+def trainable_mask(params: dict, model_type: str, trainable: str,
+                   new_rows: np.ndarray | None = None) -> dict | None:
+    """Per parameter: True (trains), False (frozen) or a row mask (rows of the vocabulary axis,
+    True = trains, shaped to broadcast against the parameter); None means everything trains.
+
+    "new_rows": only the rows of tokens the source model did not have (`new_rows`, [padded V]
+    bool) in the vocabulary-sized parameters (word embedding or OFA coordinates, XLM-R's output
+    bias, T5's untied lm_head); everything else, OFA's primitives P included (they move every
+    source row F·P), stays frozen."""
+    check_trainable(trainable)
     if trainable == "all":
         return None
     prefixes = EMBEDDING_PREFIXES[model_type]
-    if trainable == "embeddings_and_head":
+    if trainable in ("embeddings_and_head", "new_rows"):
         prefixes = prefixes + HEAD_PREFIXES[model_type]
-    return jax.tree.map(lambda path: any(path[:len(p)] == p for p in prefixes), _paths(params),
-                        is_leaf=lambda x: isinstance(x, tuple))
+    if trainable == "new_rows" and new_rows is None:
+        raise JaxcptError("trainable='new_rows' needs the source vocabulary: set "
+                          "TrainConfig.source_tokenizer (or init_from a directory written by "
+                          "`jaxcpt init-embeddings`)")
+
+    def leaf(path: tuple, spec):
+        if not any(path[:len(p)] == p for p in prefixes):
+            return False
+        if trainable != "new_rows":
+            return True
+        if path[-1] in VOCAB_ROW_KEYS and spec.shape and spec.shape[0] == len(new_rows):
+            return np.asarray(new_rows, bool).reshape((-1,) + (1,) * (len(spec.shape) - 1))
+        return False
+
+    return jax.tree.map(leaf, _paths(params), params, is_leaf=lambda x: isinstance(x, tuple))

@@ -5,13 +5,16 @@ The model is rebuilt inside the step from its graphdef (which carries the comput
 bf16) and the params, so one compiled function serves the whole run. Gradient accumulation scans
 over micro-batches and divides by the global Σ loss-weights once: k micro-batches of b give exactly
 the step of one batch of k·b. Frozen parameters (a static mask) get stop_gradient, zero updates and
-an untouched optimizer state, so they stay bit-identical.
+an untouched optimizer state, so they stay bit-identical; a row mask does the same for the rows
+of a vocabulary-sized parameter (the updates are masked, not only the gradients: AdamW's weight
+decay would move rows whose gradient is zero).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -28,8 +31,14 @@ def _dropout_rngs(seed: int, step, micro: int):
     return nnx.Rngs(dropout=key)
 
 
+def _select(m, a, b):
+    if isinstance(m, (bool, np.bool_)):
+        return a if m else b
+    return jnp.where(m, a, b)  # a row mask (trainable rows of a vocabulary-sized parameter)
+
+
 def _where_tree(mask, when_true, when_false):
-    return jax.tree.map(lambda m, a, b: a if m else b, mask, when_true, when_false)
+    return jax.tree.map(_select, mask, when_true, when_false)
 
 
 def make_train_step(graphdef, optimizer, lr_schedule, *, model_type: str, num_languages: int,
