@@ -136,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--gin.* bindings only apply to `jaxcpt train`, not `{args.command}`")
     try:
         if getattr(args, "accepts_gin", False):
-            args.func(args, gin_bindings)
+            code = args.func(args, gin_bindings)
         else:
-            args.func(args)
+            code = args.func(args)
     except JaxcptError as err:
         print(f"jaxcpt {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

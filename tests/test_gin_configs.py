@@ -26,6 +26,8 @@ def _companions(rel: str) -> list[str]:
              "partitioning": ["gin/runs/cpt.gin", model, objective]}
     if rel == "runs/cpt.gin":
         return [model, objective, "gin/partitioning/dp.gin"]
+    if kind == "recipes":  # composed after an adaptation
+        return ["gin/adapt/demo_languages.gin"]
     return parts.get(kind, [])
 
 
@@ -44,7 +46,7 @@ def test_the_required_files_exist():
 def test_every_gin_file_parses_and_builds(rel, tmp_path):
     tiny_hf_xlmr(tmp_path / "init")
     bindings = [f"MODEL_DIR = '{tmp_path / 'run'}'", f"INIT_FROM = '{tmp_path / 'init'}'",
-                f"CORPUS_DIR = '{tmp_path}'"]
+                f"CORPUS_DIR = '{tmp_path}'", "REPLAY_LANGUAGES = ('en-US',)"]
     if rel.startswith(("models/xlmr_tiny", "models/t5_tiny", "objectives", "partitioning")) \
             or rel == "runs/cpt.gin":
         bindings += TINY_VOCAB

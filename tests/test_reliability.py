@@ -578,3 +578,57 @@ def test_hf_output_is_plain_unless_factors_are_asked_for(tmp_path, capsys):
         AutoModelForMaskedLM.from_pretrained(tmp_path / "exported_factors")
     reread = jaxcpt.load_hf(tmp_path / "exported_factors")
     assert np.abs(np.asarray(reread(ids, mask)) - ours).max() <= 1e-6
+
+
+# --- the regression guard -----------------------------------------------------------------------
+
+def test_regression_guard_measures_a_baseline_then_warns_or_stops(tmp_path, monkeypatch, capsys):
+    """The held-out losses the guard sees are scripted (a tiny random model's losses tell
+    nothing); everything else is the real loop on the shipped corpus."""
+    key = "guard_check_heldout.en_US/loss"
+    scripted = iter([5.0, 5.05, 5.2, 5.0, 5.3])
+    real = loop_lib._evaluate
+
+    def evaluate(*args):
+        results = real(*args)
+        assert key in results and "guard_check_heldout.de/loss" not in results  # guarded only
+        results[key] = next(scripted)
+        return results
+
+    monkeypatch.setattr(loop_lib, "_evaluate", evaluate)
+
+    def run(steps: int, action: str) -> int:
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            return cli.main([
+                "train", "--gin_file=gin/runs/debug_cpu.gin",
+                f"--gin.MODEL_DIR='{tmp_path / 'run'}'", f"--gin.TrainConfig.steps={steps}",
+                "--gin.SEQUENCE_LENGTH=16", "--gin.TrainConfig.eval_every=2",
+                "--gin.TrainConfig.eval_batches=1", "--gin.TrainConfig.tensorboard=False",
+                f"--gin.jaxcpt.CheckpointConfig.every_steps={steps}",
+                "--gin.jaxcpt.DataConfig.mixture='guard_check'",
+                "--gin.jaxcpt.DataConfig.languages=('de',)",
+                "--gin.jaxcpt.DataConfig.eval_heldout=False",
+                "--gin.jaxcpt.DataConfig.replay_languages=('en-US',)",
+                "--gin.jaxcpt.DataConfig.replay_share=0.2",
+                "--gin.TrainConfig.guard_max_rise=0.02",
+                f"--gin.TrainConfig.guard_action='{action}'"])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            preemption._installed = False
+
+    code = run(6, "stop")
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "stopped by the regression guard" in out and "en-US +4.0%" in out
+    assert _steps(tmp_path / "run") == [4]  # the stopping step is saved for inspection
+    rows = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").open()]
+    assert [r["step"] for r in rows] == [0, 2, 4]
+    assert [round(r["guard/en-US"], 6) for r in rows] == [0.0, 0.01, 0.04]
+    assert json.loads((tmp_path / "run" / "guard_baseline.json").read_text())["loss"] == \
+        {"en-US": 5.0}
+    # Resumed with "warn": the stored baseline stays the reference; the run goes on.
+    assert run(8, "warn") == 0
+    captured = capsys.readouterr()
+    assert "en-US +6.0%" in captured.err and "guard baseline" not in captured.out
+    assert "finished step 8" in captured.out

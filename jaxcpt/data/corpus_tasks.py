@@ -39,7 +39,7 @@ RAW_FEATURES = {"text": _TEXT, "lang": _TEXT}
 class CorpusInfo:
     name: str
     path: str
-    languages: tuple[str, ...]
+    languages: tuple[str, ...]      # of the train mixture
     sizes: dict                      # language -> n_l (in `size_unit`)
     size_unit: str
     alpha: float
@@ -50,6 +50,7 @@ class CorpusInfo:
     objective: str | None = None
     train_mixture: str = ""
     heldout_mixture: str | None = None
+    heldout_languages: tuple[str, ...] = ()  # with a held-out task
 
 
 _CORPORA: dict[str, CorpusInfo] = {}
@@ -104,15 +105,17 @@ def register_corpus(name: str, path, *, tokenizer_dir: str | None = None,
                     size_unit: str = "examples",
                     languages: tuple[str, ...] | None = None,
                     replay_languages: tuple[str, ...] = (),
-                    replay_share: float = 0.0) -> CorpusInfo:
+                    replay_share: float = 0.0,
+                    heldout_languages: tuple[str, ...] = ()) -> CorpusInfo:
     """Registers `<name>.<lang>` Tasks (split "train"), the Mixture `<name>`, and for a `heldout/`
     split `<name>_heldout.<lang>` Tasks (split "validation") with the Mixture `<name>_heldout`.
 
     `path` holds `train/` (and optionally `heldout/`) with one file per language, named
     `<language>.tsv` (`id<TAB>text`) or `<language>.txt` (one paragraph a line); a directory without
     `train/` is read as the training split itself. `languages` keeps only those (default: all);
-    `replay_languages` are added to them when missing and get `replay_share` of the mixture.
-    Re-registering a name replaces it.
+    `replay_languages` are added to them when missing and get `replay_share` of the mixture;
+    `heldout_languages` get held-out tasks even when they are not trained on (a regression guard
+    watches them). Re-registering a name replaces it.
     """
     path = pathlib.Path(path)
     if objective is not None and objective not in OBJECTIVES:
@@ -136,10 +139,15 @@ def register_corpus(name: str, path, *, tokenizer_dir: str | None = None,
     for lang in train_files:
         _register_text_task(task_name(name, lang), lang, {TRAIN: texts[lang]})
     _replace_mixture(name, [(task_name(name, lang), rates[lang]) for lang in train_files])
-    heldout_mixture = None
+    heldout_mixture, heldout_files = None, {}
+    if heldout_languages and not (path / "heldout").is_dir():
+        raise JaxcptError(f"{path}: no heldout/ split, so {', '.join(heldout_languages)} cannot "
+                          "be evaluated; add heldout/<language> files")
     if (path / "heldout").is_dir():
         available = _language_files(path / "heldout")   # same language order as the train mixture
-        heldout_files = {lang: available[lang] for lang in train_files if lang in available}
+        wanted = [*train_files, *(x for x in heldout_languages if x not in train_files)]
+        _select_languages(available, tuple(heldout_languages), path / "heldout")
+        heldout_files = {lang: available[lang] for lang in wanted if lang in available}
         for lang, file in heldout_files.items():
             _register_text_task(task_name(name, lang, heldout=True), lang,
                                 {HELDOUT: text_files.read_texts(file)})
@@ -150,7 +158,8 @@ def register_corpus(name: str, path, *, tokenizer_dir: str | None = None,
                       size_unit=size_unit, alpha=alpha, rates=rates,
                       replay_languages=tuple(replay_languages) if replay_share else (),
                       replay_share=replay_share, tokenizer_dir=tokenizer_dir,
-                      objective=objective, train_mixture=name, heldout_mixture=heldout_mixture)
+                      objective=objective, train_mixture=name, heldout_mixture=heldout_mixture,
+                      heldout_languages=tuple(heldout_files))
     _CORPORA[name] = info
     return info
 

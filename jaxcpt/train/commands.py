@@ -82,7 +82,10 @@ def _quiet_include_search():
         root.removeFilter(quiet)
 
 
-def cmd_train(args, gin_bindings: list[str]) -> None:
+GUARD_EXIT_CODE = 3
+
+
+def cmd_train(args, gin_bindings: list[str]) -> int:
     import gin
 
     from jaxcpt.train.loop import train
@@ -94,10 +97,11 @@ def cmd_train(args, gin_bindings: list[str]) -> None:
         from jaxcpt.train.plan import describe_plan
 
         print(describe_plan(config, num_devices=args.devices))
-        return
+        return 0
     # The effective config is written once the run directory is known to be ours.
     summary = train(config, run_files={"config.gin": gin.config_str()})
     print(final_message(summary, model_dir, config.steps), flush=True)
+    return GUARD_EXIT_CODE if summary.get("guard_stopped") else 0
 
 
 def final_message(summary: dict, model_dir: str, steps: int) -> str:
@@ -108,7 +112,8 @@ def final_message(summary: dict, model_dir: str, steps: int) -> str:
         return f"jaxcpt train: nothing to do: the run is already at step {steps}; {where}"
     last = summary["history"][-1]["loss"] if summary["history"] else None
     loss = f" (last loss {last:.4f})" if last is not None else ""
-    verb = "preempted at" if summary["preempted"] else "finished"
+    verb = ("preempted at" if summary["preempted"] else
+            "stopped by the regression guard at" if summary.get("guard_stopped") else "finished")
     return f"jaxcpt train: {verb} step {summary['final_step']}{loss}; {where}"
 
 

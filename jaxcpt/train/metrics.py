@@ -68,7 +68,7 @@ class MetricsWriter:
                  tensorboard: bool = True):
         self.total, self.start = total_steps, start_step
         self.started = time.time()
-        self.writer = self.jsonl = None
+        self.writer = self.jsonl = self.eval_jsonl = None
         self.enabled = enabled  # process 0 writes and prints; the others stay quiet
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
@@ -76,15 +76,18 @@ class MetricsWriter:
             logdir = epath.Path(model_dir) / "tensorboard"
             purge = start_step + 1 if logdir.exists() else None
             self.writer = SummaryWriter(str(logdir), flush_secs=10, purge_step=purge)
-        if enabled:
-            path = epath.Path(model_dir) / "metrics.jsonl"
-            _drop_rows_after(path, start_step)
-            self.jsonl = path.open("a")
+        if enabled:  # metrics.jsonl: every step's train metrics; eval.jsonl: every evaluation
+            paths = [epath.Path(model_dir) / name for name in ("metrics.jsonl", "eval.jsonl")]
+            for path in paths:
+                _drop_rows_after(path, start_step)
+            self.jsonl, self.eval_jsonl = (path.open("a") for path in paths)
 
-    def record(self, step: int, row: dict) -> None:
-        if self.jsonl is not None:
-            self.jsonl.write(json.dumps({"step": step, **row}) + "\n")
-            self.jsonl.flush()
+    def record(self, step: int, row: dict, *, evaluation: bool = False) -> None:
+        """A metrics.jsonl row (or, with `evaluation`, an eval.jsonl row) for `step`."""
+        out = self.eval_jsonl if evaluation else self.jsonl
+        if out is not None:
+            out.write(json.dumps({"step": step, **row}) + "\n")
+            out.flush()
 
     def scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
         if self.writer is None:
@@ -110,8 +113,9 @@ class MetricsWriter:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
-        if self.jsonl is not None:
-            self.jsonl.close()
+        for out in (self.jsonl, self.eval_jsonl):
+            if out is not None:
+                out.close()
 
 
 def _drop_rows_after(path: epath.Path, step: int) -> None:
