@@ -125,7 +125,7 @@ class Checkpoints:
         restore (a change is reported; with reset_optimizer it gives a fresh optimizer state)."""
         self.root = absolute_path(model_dir) / "checkpoints"
         self.cfg = cfg
-        self.settings = settings
+        self.settings = json.loads(json.dumps(settings))  # as stored: tuples become lists
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.keep, save_interval_steps=cfg.every_steps, create=True,
             enable_async_checkpointing=cfg.async_save)
