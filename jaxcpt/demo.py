@@ -26,12 +26,13 @@ VOCAB_SIZE = 16000
 LEARNING_RATE = 2e-4
 # The recipe run: the dense OFA init (k=H keeps every source row exact; k=100 replaces them by a
 # rank-100 approximation, which costs pt/fr/es retrieval before any training) trains embeddings +
-# head with English and Portuguese replayed (25% of the mixture) and the regression guard
+# head with English and Portuguese replayed (40% of the mixture: the share that kept the English
+# loss within 2% of the unadapted model in the sweep the README reports) and the regression guard
 # watching their held-out loss. Training only the new rows (gin/recipes/new_rows.gin) keeps the
 # source languages exactly but barely moved the new languages in 60 steps (README, demo section).
 RECIPE_RUN = "ofa-384 replay"
 RECIPE = {"trainable": "embeddings_and_head", "replay_languages": stages.SOURCE_LANGS,
-          "replay_share": 0.25, "guard_max_rise": 0.02, "guard_action": "warn",
+          "replay_share": 0.4, "guard_max_rise": 0.02, "guard_action": "warn",
           "eval_batches": 2}
 TIMINGS_FILE = "timings.json"
 
@@ -159,6 +160,7 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
                        curves={n: stages.training_curve(train_dirs[n]) for n in runs},
                        export=export, timings=timer.rows, total_seconds=time.time() - started,
                        recipe_run=RECIPE_RUN, recipe_init=runs[RECIPE_RUN][0],
+                       recipe_replay_share=RECIPE["replay_share"],
                        vocab=json.loads((tok_dir / "vocab_report.json").read_text()))
     report = write_report(out, demo, docs=docs)
     print(f"report: {report}", flush=True)

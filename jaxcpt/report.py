@@ -25,6 +25,7 @@ class DemoResults:
     learning_rate: float = 2e-4
     recipe_run: str | None = None   # the run trained with the recipe that keeps the source
     recipe_init: str | None = None  # the init it started from (its "step 0")
+    recipe_replay_share: float = 0.0
 
 
 def _cell(row: dict | None, key: str, fmt: str) -> str:
@@ -192,7 +193,8 @@ def report_text(demo: DemoResults, plot_name: str) -> str:
         f"{'all parameters' if demo.full else 'embeddings + MLM head (encoder frozen)'}, "
         "same data and seed for every run"
         + (f"; the recipe run {demo.recipe_run} starts from {demo.recipe_init} (dense: the source "
-           "rows exact) with en-US and pt replayed (25% of the mixture)."
+           f"rows exact) with en-US and pt replayed ({demo.recipe_replay_share:.0%} of the "
+           "mixture)."
            if demo.recipe_run else "."),
         f"Evaluation on subsets of the held-out split: {options.get('max_sequences')} sequences × "
         f"{options.get('seq_len')} tokens per language for MLM; {options.get('max_pairs')} pairs per "

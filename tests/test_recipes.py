@@ -107,7 +107,7 @@ def test_recipe_files_compose_with_an_adaptation(tmp_path):
     staged = parse_gin([*base, "gin/recipes/new_rows_then_all.gin"], bindings + ["WARM_STEPS=20"])
     assert (staged.warm_steps, staged.warm_trainable, staged.trainable) == (20, "new_rows", "all")
     assert staged.optimizer.restarts == (20,)
-    assert staged.data.replay_languages == ("en-US", "pt") and staged.data.replay_share == 0.25
+    assert staged.data.replay_languages == ("en-US", "pt") and staged.data.replay_share == 0.4
     assert staged.guard_max_rise == 0.02
     assert parse_gin([*base, "gin/recipes/new_rows.gin"], bindings).trainable == "new_rows"
     with pytest.raises(JaxcptError, match="REPLAY_LANGUAGES"):
