@@ -112,3 +112,20 @@ def test_recipe_files_compose_with_an_adaptation(tmp_path):
     assert parse_gin([*base, "gin/recipes/new_rows.gin"], bindings).trainable == "new_rows"
     with pytest.raises(JaxcptError, match="REPLAY_LANGUAGES"):
         parse_gin([*base, "gin/recipes/replay.gin"], bindings[:2])
+
+
+@pytest.mark.parametrize("bad, message", [({"guard_action": "halt"}, "guard_action='halt'"),
+                                          ({"guard_max_rise": 0.0}, "guard_max_rise=0.0"),
+                                          ({"guard_languages": ()}, "no language is guarded")])
+def test_bad_guard_settings_fail_before_anything_is_written(tmp_path, bad, message):
+    from jaxcpt.models import XLMRConfig
+
+    settings = {"guard_max_rise": 0.02, "guard_languages": ("en-US",), **bad}
+    cfg = TrainConfig(model_dir=str(tmp_path / "run"), steps=2,
+                      model=XLMRConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=4,
+                                       intermediate_size=64, max_position_embeddings=40),
+                      data=DataConfig(mixture="synthetic", sequence_length=16, batch_size=8),
+                      **settings)
+    with pytest.raises(JaxcptError, match=message):
+        loop_lib.train(cfg)
+    assert not (tmp_path / "run").exists()

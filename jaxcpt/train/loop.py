@@ -52,6 +52,7 @@ class _Parts:
     eval_sets: dict
     initial_params: dict | None
     new_rows: Any  # [padded V] bool: rows of tokens the source model lacked ("new_rows" stages)
+    guard: RegressionGuard | None
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -89,8 +90,8 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
     optimizer, lr = opt_lib.make_optimizer(cfg.optimizer, setup.abstract_params, cfg.steps)
     shardings = state_lib.state_shardings(setup, optimizer, mesh)
     abstract = state_lib.abstract_state(setup, optimizer, shardings)
-    guarded = _guarded_languages(cfg)
-    heldout_tasks = train_data.register_corpus(cfg.data, guarded)
+    guard = _guard(cfg, model_dir)  # its settings are checked here, before any write
+    heldout_tasks = train_data.register_corpus(cfg.data, guard.languages if guard else ())
     train_data.check_vocabulary(cfg.data, model_cfg, cfg.init_from)
     phases = {cfg.trainable} | ({cfg.warm_trainable} if cfg.warm_steps else set())
     for phase in phases:
@@ -109,13 +110,7 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
             iterator.close()
         raise
     return _Parts(model_cfg, mesh, setup, optimizer, lr, shardings, abstract, iterator,
-                  eval_sets, initial_params, new_rows)
-
-
-def _guarded_languages(cfg: TrainConfig) -> tuple[str, ...]:
-    if cfg.guard_max_rise is None:
-        return ()
-    return tuple(cfg.guard_languages or cfg.data.replay_languages)
+                  eval_sets, initial_params, new_rows, guard)
 
 
 def _guard(cfg: TrainConfig, model_dir: epath.Path) -> RegressionGuard | None:
@@ -123,7 +118,7 @@ def _guard(cfg: TrainConfig, model_dir: epath.Path) -> RegressionGuard | None:
         return None
     from jaxcpt.data.corpus_tasks import task_name
 
-    languages = _guarded_languages(cfg)
+    languages = tuple(cfg.guard_languages or cfg.data.replay_languages)
     return RegressionGuard(model_dir, languages,
                            {lang: task_name(cfg.data.mixture, lang, heldout=True)
                             for lang in languages}, cfg.guard_max_rise, cfg.guard_action)
@@ -193,7 +188,7 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
     tokens, window_start, window_step = 0, time.time(), start
     summary = {"start_step": start, "preempted": False, "guard_stopped": False}
     step = start
-    guard = _guard(cfg, model_dir)
+    guard = parts.guard
 
     def evaluate_now() -> dict:
         results = _evaluate(eval_fn, state["params"], parts.eval_sets, mesh, fields)
