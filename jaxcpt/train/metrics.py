@@ -134,9 +134,9 @@ def _drop_rows_after(path: epath.Path, step: int) -> None:
         else:
             changed = True
     if changed:
-        tmp = path.parent / f".{path.name}.tmp"
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+        from jaxcpt.train.run_dir import atomic_write
+
+        atomic_write(path, "".join(line + "\n" for line in kept))
 
 
 def _duration(seconds: float) -> str:
