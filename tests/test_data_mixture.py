@@ -173,6 +173,9 @@ def test_replay_gives_the_source_languages_their_share_and_resumes(tmp_path):
     with pytest.raises(Exception, match="replay_share must be in"):
         corpus_tasks.register_corpus("bad_replay", tmp_path, replay_languages=("pt",),
                                      replay_share=1.0)
+    with pytest.raises(Exception, match="replay language.s. xx not in the corpus"):
+        corpus_tasks.register_corpus("bad_replay", tmp_path, replay_languages=("xx",),
+                                     replay_share=0.5)
     with pytest.raises(Exception, match="needs both replay languages"):
         corpus_tasks.register_corpus("bad_replay", tmp_path, languages=("pt",),
                                      replay_languages=("pt",), replay_share=0.5)

@@ -74,6 +74,10 @@ def replay_rates(sizes: dict, alpha: float, replay_languages, replay_share: floa
     new = [lang for lang in sizes if lang not in set(replay_languages)]
     if not 0 < replay_share < 1:
         raise JaxcptError(f"replay_share must be in [0, 1), got {replay_share}")
+    unknown = [lang for lang in replay_languages if lang not in sizes]
+    if unknown:
+        raise JaxcptError(f"replay language(s) {', '.join(unknown)} not in the corpus; "
+                          f"available: {', '.join(sorted(sizes))}")
     if not replay or not new:
         raise JaxcptError(f"replay needs both replay languages ({', '.join(replay) or 'none'}) "
                           f"and new languages ({', '.join(new) or 'none'}) in the mixture")
