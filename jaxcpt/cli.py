@@ -32,12 +32,24 @@ def cmd_convert(args) -> None:
 def cmd_export(args) -> None:
     from jaxcpt.convert.checkpoint import load_checkpoint, tokenizer_dir
     from jaxcpt.convert.hf import save_hf
+    from jaxcpt.train.state import config_from_run_file, is_run_dir, run_model
 
-    model = load_checkpoint(args.ckpt_dir)
-    save_hf(model, args.hf_out, tokenizer=tokenizer_dir(args.ckpt_dir),
-            keep_factors=args.keep_factors)
-    print(f"exported {args.ckpt_dir} -> {args.hf_out}"
-          f"{' (factors kept)' if args.keep_factors else ''}")
+    dropped = ""
+    if is_run_dir(args.ckpt_dir):
+        model, tokenizer = run_model(args.ckpt_dir)
+        what = f"the last checkpoint of run {args.ckpt_dir}"
+        if getattr(config_from_run_file(pathlib.Path(args.ckpt_dir)), "langsamp_languages", 0):
+            dropped = " (LangSAMP embeddings left out)"
+        if (args.tokenizer or tokenizer) is None:
+            raise JaxcptError(f"{args.ckpt_dir}: the run recorded no tokenizer; pass --tokenizer "
+                              "DIR (the HF tokenizer it trained with)")
+    else:
+        model, tokenizer = load_checkpoint(args.ckpt_dir), tokenizer_dir(args.ckpt_dir)
+        what = args.ckpt_dir
+    tokenizer = args.tokenizer or tokenizer
+    save_hf(model, args.hf_out, tokenizer=tokenizer, keep_factors=args.keep_factors)
+    print(f"exported {what} -> {args.hf_out}"
+          f"{' (factors kept)' if args.keep_factors else ''}{dropped}")
 
 
 def cmd_fetch_demo_model(args) -> None:
@@ -75,8 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept a checkpoint without an MLM head and initialise a fresh one")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("export", help="jaxcpt checkpoint -> Hugging Face model directory")
-    p.add_argument("ckpt_dir", metavar="CKPT_DIR")
+    p = sub.add_parser("export", help="jaxcpt checkpoint or training run -> Hugging Face model "
+                                      "directory")
+    p.add_argument("ckpt_dir", metavar="CKPT_DIR",
+                   help="a jaxcpt checkpoint (`jaxcpt convert`, `init-embeddings --format "
+                        "jaxcpt`) or a training run's MODEL_DIR (its last checkpoint)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="HF tokenizer directory to write beside the model (default: the "
+                        "checkpoint's, or the one the run trained with)")
     p.add_argument("hf_out", metavar="HF_OUT", help="new directory (must not exist or be empty)")
     p.add_argument("--keep-factors", action="store_true",
                    help="write OFA coordinates/primitives (+ num_primitives) instead of F·P; "

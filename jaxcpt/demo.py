@@ -76,7 +76,7 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
     from jaxcpt.convert.demo_model import REPORT_FILE, cached_demo_model
     from jaxcpt.data.text_files import shipped_corpus
     from jaxcpt.errors import JaxcptError
-    from jaxcpt.report import DemoResults, write_report
+    from jaxcpt.report import EXPORT_JAXCPT, EXPORT_TRANSFORMERS, DemoResults, write_report
 
     out = pathlib.Path(out or "runs/demo")
     langs = tuple(languages)
@@ -143,7 +143,7 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
 
     def trained_model(name):
         if name not in trained:
-            trained[name] = stages.trained_model(out / "init" / runs[name][0], train_dirs[name])
+            trained[name] = stages.trained_model(train_dirs[name])
         return trained[name]
 
     for name in runs:
@@ -155,6 +155,15 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
             stages.export_stage(trained_model(RECIPE_RUN), tok_dir, out / f"export-{steps}{tag}",
                                 check_file, tokenizer)
     export = json.loads(check_file.read_text())
+    # The exported directory scored again from disk, by jaxcpt and by transformers' PyTorch model
+    # (same texts, masks and pooling; only the forward passes differ): the two must agree.
+    from jaxcpt.convert.hf import load_hf
+    from jaxcpt.eval.torch_peer import TorchPeer
+
+    export_dir = out / f"export-{steps}{tag}"
+    export_tok = stages.load_tokenizer(export_dir)
+    evaluate(EXPORT_JAXCPT, lambda: load_hf(export_dir), export_tok, tag)
+    evaluate(EXPORT_TRANSFORMERS, lambda: TorchPeer(export_dir), export_tok, tag)
     demo = DemoResults(langs=langs, steps=steps, full=full, warmup=warmup, results=results,
                        learning_rate=learning_rate,
                        curves={n: stages.training_curve(train_dirs[n]) for n in runs},

@@ -109,19 +109,11 @@ def training_curve(run_dir: pathlib.Path) -> list[dict]:
     return [rows[s] for s in sorted(rows)]
 
 
-def trained_model(init_dir: pathlib.Path, run_dir: pathlib.Path):
-    """The model of `init_dir` with the parameters of the last checkpoint of `run_dir`."""
-    import jax
+def trained_model(run_dir: pathlib.Path):
+    """The model of `run_dir` with the parameters of its last checkpoint."""
+    from jaxcpt.train.state import run_model
 
-    from jaxcpt.convert.hf import build_from_params, family_of, load_hf
-    from jaxcpt.train import partitioning
-    from jaxcpt.train import state as state_lib
-
-    model = load_hf(init_dir)
-    mesh = partitioning.make_mesh(partitioning.MeshConfig())
-    setup = state_lib.model_setup(model.config, mesh, state_lib.compute_dtype("float32"))
-    params = jax.device_get(state_lib.run_params(setup, run_dir))
-    return build_from_params(family_of(model), model.config, params)
+    return run_model(run_dir)[0]
 
 
 def load_tokenizer(directory: pathlib.Path):

@@ -8,6 +8,9 @@ import pathlib
 import shutil
 
 UNADAPTED = "enpt (unadapted)"
+# The exported recipe model, scored from its HF directory by jaxcpt and by transformers.
+EXPORT_JAXCPT, EXPORT_TRANSFORMERS = "export (jaxcpt)", "export (transformers)"
+AGREE_LOSS, AGREE_RETRIEVAL = 1e-3, 0.01  # retrieval: one near-tie may flip
 
 
 @dataclasses.dataclass
@@ -84,6 +87,34 @@ def recipe_lines(demo: DemoResults) -> list[str]:
         + f" (largest loss {max(drops[worst], 0):.3f}, {worst}); en-US held-out MLM loss "
         f"{en[0]:.3f} unadapted, {en[1]:.3f} at step 0, {en[2]:.3f} after CPT "
         f"({en[2] / en[0] - 1:+.1%} vs unadapted, {en[2] / en[1] - 1:+.1%} vs step 0)."]
+
+
+def peer_differences(demo: DemoResults) -> dict | None:
+    """Largest |jaxcpt − transformers| over every language of the exported model's scores."""
+    ours, theirs = demo.results.get(EXPORT_JAXCPT), demo.results.get(EXPORT_TRANSFORMERS)
+    if not (ours and theirs):
+        return None
+    diffs = {"loss": 0.0, "accuracy": 0.0, "mean": 0.0}
+    for group in ("languages", "known_languages"):
+        for lang, row in ours.get(group, {}).items():
+            for key in diffs:
+                a, b = row.get(key), theirs[group][lang].get(key)
+                if a is not None and b is not None:
+                    diffs[key] = max(diffs[key], abs(a - b))
+    return diffs
+
+
+def peer_lines(demo: DemoResults) -> list[str]:
+    diffs = peer_differences(demo)
+    if diffs is None:
+        return []
+    agree = diffs["loss"] <= AGREE_LOSS and diffs["mean"] <= AGREE_RETRIEVAL
+    return [f"The exported directory scored by jaxcpt and by transformers' PyTorch model (columns "
+            f"`{EXPORT_JAXCPT}` and `{EXPORT_TRANSFORMERS}`: same texts, masks and pooling) "
+            f"{'agrees' if agree else 'DISAGREES'}: largest difference over all "
+            f"{len(demo.langs) + len(demo.results[EXPORT_JAXCPT].get('known_languages', {}))} "
+            f"languages {diffs['loss']:.1e} in MLM loss, {diffs['accuracy']:.1e} in accuracy, "
+            f"{diffs['mean']:.1e} in retrieval top-1.", ""]
 
 
 def wins(demo: DemoResults, a: str, b: str, key: str, lower_is_better: bool) -> tuple[int, int]:
@@ -206,7 +237,7 @@ def report_text(demo: DemoResults, plot_name: str) -> str:
         f"![loss curves]({plot_name})", "",
         f"Export: {demo.export.get('export_dir')} loads with transformers' AutoModelForMaskedLM; "
         f"its logits differ from ours by at most {demo.export.get('max_abs_logit_diff', 0):.2e}.",
-        "", "## Timing", "", *timing_lines(demo), ""]
+        "", *peer_lines(demo), "## Timing", "", *timing_lines(demo), ""]
     return "\n".join(lines)
 
 

@@ -110,6 +110,9 @@ def test_recipe_files_compose_with_an_adaptation(tmp_path):
     assert staged.data.replay_languages == ("en-US", "pt") and staged.data.replay_share == 0.4
     assert staged.guard_max_rise == 0.02
     assert parse_gin([*base, "gin/recipes/new_rows.gin"], bindings).trainable == "new_rows"
+    both = parse_gin([*base, "gin/recipes/new_rows.gin", "gin/recipes/langsamp.gin"], bindings)
+    assert (both.trainable, both.langsamp) == ("new_rows", True)
+    assert parse_gin(base, bindings).langsamp is False
     with pytest.raises(JaxcptError, match="REPLAY_LANGUAGES"):
         parse_gin([*base, "gin/recipes/replay.gin"], bindings[:2])
 

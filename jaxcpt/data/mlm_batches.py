@@ -6,6 +6,10 @@ min(M, round(0.15·n)) selected tokens, n = its non-special tokens. A segment jo
 only while the row's tokens fit L and its selections fit M = `max_predictions`, so no row ever
 overflows; the default M = ceil(0.15·L) + max(1, ceil(0.02·L)) leaves room for rounding when many
 short segments share a row (a larger M packs denser, a smaller one starts rows earlier).
+
+With `script_V` (LangSAMP, `jaxcpt.data.scripts.script_table`) batches also carry
+`masked_script_ids` [B,M]: the script of the segment each masked position belongs to, taken from
+the segment's tokens before masking.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 
 import numpy as np
 
+from jaxcpt.data import scripts
 from jaxcpt.data.masking import MASK_RATE, choose_positions, corrupt_selected, num_to_mask
 from jaxcpt.data.tokenizer_info import TokenizerInfo
 
@@ -25,12 +30,13 @@ def default_max_predictions(sequence_length: int) -> int:
 class MLMBatcher:
     def __init__(self, info: TokenizerInfo, *, sequence_length: int, batch_size: int, pack: bool,
                  max_predictions: int | None = None, mask_rate: float = MASK_RATE,
-                 word_start_V: np.ndarray | None = None):
+                 word_start_V: np.ndarray | None = None, script_V: np.ndarray | None = None):
         self.info, self.length, self.batch_size, self.pack = info, sequence_length, batch_size, pack
         self.mask_id = info.require_mask()
         self.max_predictions = max_predictions or default_max_predictions(sequence_length)
         self.mask_rate = mask_rate
         self.word_start_V = word_start_V
+        self.script_V = script_V
         self._special_V = np.zeros(info.vocab_size, bool)
         self._special_V[sorted(info.special_ids)] = True
         self._special_set = set(info.special_ids)
@@ -72,6 +78,9 @@ class MLMBatcher:
                  "masked_targets": np.zeros((B, M), np.int32),
                  "masked_weights": np.zeros((B, M), np.float32),
                  "masked_lang_ids": np.full((B, M), -1, np.int32)}
+        if self.script_V is not None:
+            batch["masked_script_ids"] = np.zeros((B, M), np.int32)
+        segment_scripts_L = np.zeros(L, np.int32)
         for b, row in enumerate(rows):
             start, chosen_all = 0, []
             for segment, (ids, lang, count) in enumerate(row, start=1):
@@ -81,6 +90,8 @@ class MLMBatcher:
                 batch["segment_ids"][b, span] = segment
                 batch["positions"][b, span] = np.arange(len(tokens))
                 batch["lang_ids"][b, span] = lang
+                if self.script_V is not None:
+                    segment_scripts_L[span] = scripts.majority(self.script_V[ids])
                 eligible = ~self._special_V[tokens]
                 word_start = None if self.word_start_V is None else self.word_start_V[tokens]
                 if count:
@@ -92,6 +103,8 @@ class MLMBatcher:
             batch["masked_targets"][b, :n] = batch["input_ids"][b, chosen]
             batch["masked_weights"][b, :n] = 1.0
             batch["masked_lang_ids"][b, :n] = batch["lang_ids"][b, chosen]
+            if self.script_V is not None:
+                batch["masked_script_ids"][b, :n] = segment_scripts_L[chosen]
             corrupt_selected(batch["input_ids"][b], chosen, rng, mask_id=self.mask_id,
                              special_ids=self._special_set, num_normal_ids=self.info.vocab_size)
         return batch

@@ -27,6 +27,7 @@ from jaxcpt.data.mlm_batches import MLMBatcher
 from jaxcpt.data.seq2seq_batches import UL2_DENOISERS, Seq2SeqBatcher
 from jaxcpt.data.seqio_vocabulary import HFVocabulary
 from jaxcpt.data.token_stream import TokenStream
+from jaxcpt.data.scripts import script_table
 from jaxcpt.data.tokenizer_info import tokenizer_info, word_start_table
 from jaxcpt.errors import JaxcptError
 
@@ -115,7 +116,7 @@ def _split_for(name: str, preferred: str) -> str:
 
 
 def _make_batcher(tokenizer_dir: str, objective: str, sequence_length: int, batch_size: int,
-                  pack: bool, target_length: int | None, options: dict):
+                  pack: bool, target_length: int | None, options: dict, scripts: bool = False):
     if objective not in OBJECTIVES:
         raise JaxcptError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if sequence_length < MIN_SEQUENCE_LENGTH:
@@ -132,10 +133,13 @@ def _make_batcher(tokenizer_dir: str, objective: str, sequence_length: int, batc
         unknown = ", ".join(sorted(set(options) - allowed))
         raise JaxcptError(f"unknown {objective} option(s) {unknown}"
                           f"; allowed: {', '.join(sorted(allowed))}")
+    if scripts and objective != "mlm":
+        raise JaxcptError(f"script ids (LangSAMP) are made for the mlm objective, not {objective}")
     if objective == "mlm":
         whole_word = options.pop("whole_word_masking", False)
         return MLMBatcher(info, sequence_length=sequence_length, batch_size=batch_size, pack=pack,
                           word_start_V=word_start_table(str(tokenizer_dir)) if whole_word else None,
+                          script_V=script_table(str(tokenizer_dir)) if scripts else None,
                           **options)
     if objective == "span_corruption":
         denoiser = dict(noise_density=options.get("noise_density", span_corruption.NOISE_DENSITY),
@@ -155,16 +159,17 @@ def _make_batcher(tokenizer_dir: str, objective: str, sequence_length: int, batc
 def train_iterator(name: str, *, tokenizer_dir: str, objective: str, sequence_length: int,
                    batch_size: int, seed: int, shard: ShardInfo = ShardInfo(), pack: bool = True,
                    target_length: int | None = None, prefetch: int = 2, split: str = TRAIN,
-                   **objective_options) -> BatchIterator:
+                   scripts: bool = False, **objective_options) -> BatchIterator:
     """Endless, shuffled, process-local batches of a registered seqio Task or Mixture `name`.
 
     objective: "mlm" | "span_corruption" | "ul2"; batch_size is per process. Options: mlm
     (max_predictions, mask_rate, whole_word_masking), span_corruption (noise_density,
     mean_span_length), ul2 (denoisers, rates). `prefetch` batches are prepared by a background
     thread (0: prepare on the caller's thread). `iterator.languages[i]` names lang id i.
+    `scripts`: MLM batches also carry `masked_script_ids` (LangSAMP).
     """
     batcher = _make_batcher(tokenizer_dir, objective, sequence_length, batch_size, pack,
-                            target_length, objective_options)
+                            target_length, objective_options, scripts)
     languages = languages_of(name)
     split = _split_for(name, split)
     lang_index = {lang: i for i, lang in enumerate(languages)}
@@ -178,13 +183,15 @@ def train_iterator(name: str, *, tokenizer_dir: str, objective: str, sequence_le
               "shard": [shard.index, shard.count], "sequence_length": sequence_length,
               "batch_size": batch_size, "pack": pack,
               "target_length": getattr(batcher, "target_length", None)}
+    if scripts:  # only then, so the states of earlier runs still match
+        config["scripts"] = True
     return BatchIterator(batcher=batcher, open_stream=open_stream, config=config,
                          languages=languages, prefetch=prefetch)
 
 
 def eval_batches(name: str, *, tokenizer_dir, objective, sequence_length, batch_size, seed=0,
                  shard=ShardInfo(), num_batches: int | None = None, target_length=None,
-                 pack: bool = True, languages: list[str] | None = None,
+                 pack: bool = True, languages: list[str] | None = None, scripts: bool = False,
                  **objective_options) -> list[dict]:
     """Deterministic finite batches of a (held-out) task or mixture: the same every call.
 
@@ -195,7 +202,7 @@ def eval_batches(name: str, *, tokenizer_dir, objective, sequence_length, batch_
     default they index `languages_of(name)` (0 for a single-language task).
     """
     batcher = _make_batcher(tokenizer_dir, objective, sequence_length, batch_size, pack,
-                            target_length, objective_options)
+                            target_length, objective_options, scripts)
     own = languages_of(name)
     languages = list(languages) if languages is not None else own
     if set(own) - set(languages):

@@ -87,16 +87,24 @@ def pseudo_perplexity(model, tokens: TokenSpec, ids_SL: np.ndarray, *, batch_siz
             "pppl_tokens": int(count), "pppl_sequences": int(len(ids_SL))}
 
 
+def _masked_stats_fn(model):
+    """(inputs, positions, targets, weights) -> per-row sums, by jaxcpt or a `TorchPeer`."""
+    if hasattr(model, "masked_stats"):
+        return model.masked_stats
+    graphdef, state = split_model(model)
+    return lambda *batch: masked_token_stats(graphdef, state, *batch)
+
+
 def _batched_stats(model, pad_id, batch_size, inputs_NL, positions_NM, targets_NM, weights_NM,
                    progress: str | None = None):
-    graphdef, state = split_model(model)
+    stats_fn = _masked_stats_fn(model)
     total_nll = total_correct = total_count = 0.0
     started = time.time()
     num_batches = -(-len(inputs_NL) // batch_size)
     for number, start in enumerate(range(0, len(inputs_NL), batch_size), start=1):
         stop = min(start + batch_size, len(inputs_NL))
-        nll_B, correct_B, count_B = masked_token_stats(
-            graphdef, state, pad_rows(inputs_NL[start:stop], batch_size, pad_id),
+        nll_B, correct_B, count_B = stats_fn(
+            pad_rows(inputs_NL[start:stop], batch_size, pad_id),
             pad_rows(positions_NM[start:stop], batch_size, 0),
             pad_rows(targets_NM[start:stop], batch_size, 0),
             pad_rows(weights_NM[start:stop], batch_size, 0.0))

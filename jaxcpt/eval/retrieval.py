@@ -79,7 +79,7 @@ def embed_texts(model, tokenizer, texts: list[str], *, layer: int, batch_size: i
     if todo:
         ids = tokenizer(todo, add_special_tokens=True, truncation=True,
                         max_length=max_length)["input_ids"]
-        graphdef, state = split_model(model)
+        pooled_fn = _pooled_fn(model, layer)
         order = sorted(range(len(todo)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -87,12 +87,18 @@ def embed_texts(model, tokenizer, texts: list[str], *, layer: int, batch_size: i
             ids_BL = np.full((len(chunk), width), tokenizer.pad_token_id, np.int32)
             for row, i in enumerate(chunk):
                 ids_BL[row, :len(ids[i])] = ids[i]
-            pooled_BH = mean_pooled_states(graphdef, state,
-                                           pad_rows(ids_BL, batch_size, tokenizer.pad_token_id),
-                                           num_layers=layer)
+            pooled_BH = pooled_fn(pad_rows(ids_BL, batch_size, tokenizer.pad_token_id))
             for row, i in enumerate(chunk):
                 cache[(layer, todo[i])] = np.asarray(pooled_BH[row], np.float32)
     return np.stack([cache[(layer, t)] for t in texts])
+
+
+def _pooled_fn(model, layer: int):
+    """ids_BL -> mean-pooled states [B,H], by jaxcpt or a `TorchPeer`."""
+    if hasattr(model, "mean_pooled"):
+        return lambda ids_BL: model.mean_pooled(ids_BL, layer)
+    graphdef, state = split_model(model)
+    return lambda ids_BL: mean_pooled_states(graphdef, state, ids_BL, num_layers=layer)
 
 
 def top1_accuracy(queries_NH: np.ndarray, candidates_NH: np.ndarray) -> float:

@@ -36,6 +36,10 @@ class XLMRConfig:
     attention_dropout: float = 0.1
     initializer_range: float = 0.02
     num_primitives: int | None = None  # OFA factorization k; None = dense embeddings
+    # LangSAMP (pretraining only, never exported): rows of the language / script embeddings added
+    # to the final hidden states before the MLM head; 0 = off.
+    langsamp_languages: int = 0
+    langsamp_scripts: int = 0
     model_type: str = "xlm-roberta"
 
     @property
@@ -146,6 +150,31 @@ class MaskedLMHead(nnx.Module):
         return jnp.where(valid_V, logits, jnp.finfo(jnp.float32).min)
 
 
+class LanguageScriptEmbeddings(nnx.Module):
+    """LangSAMP (Liu et al., 2024): a language and a script embedding added to the transformer's
+    output before the MLM head, so the head need not read language and script from the
+    representations. Zero at the start, so the model begins as the source model; ids outside the
+    tables (-1 padding, a language evaluated but not trained on) add nothing."""
+
+    def __init__(self, cfg: XLMRConfig, *, param_dtype):
+        h = cfg.hidden_size
+        self.language = param(jnp.zeros((cfg.langsamp_languages, h), param_dtype),
+                              ("languages", "embed"))
+        self.script = param(jnp.zeros((cfg.langsamp_scripts, h), param_dtype), ("scripts", "embed"))
+
+    @staticmethod
+    def _rows(table_NH, ids_BX):
+        ids_BX = jnp.asarray(ids_BX)
+        valid_BX = (ids_BX >= 0) & (ids_BX < table_NH.shape[0])
+        rows_BXH = jnp.take(table_NH, jnp.clip(ids_BX, 0, table_NH.shape[0] - 1), axis=0)
+        return rows_BXH * valid_BX[..., None].astype(rows_BXH.dtype)
+
+    def __call__(self, h_BXH, lang_ids_BX, script_ids_BX):
+        added_BXH = (self._rows(self.language[...], lang_ids_BX)
+                     + self._rows(self.script[...], script_ids_BX))
+        return h_BXH + added_BXH.astype(h_BXH.dtype)
+
+
 class XLMRobertaForMaskedLM(nnx.Module):
     """`model(ids, mask)` → MLM logits [B,L,V]; `model.encode(ids, mask)` → last hidden states."""
 
@@ -156,6 +185,8 @@ class XLMRobertaForMaskedLM(nnx.Module):
         self.embeddings = Embeddings(cfg, **kw)
         self.layers = nnx.List([EncoderLayer(cfg, **kw) for _ in range(cfg.num_layers)])
         self.head = MaskedLMHead(cfg, **kw)
+        self.langsamp = (LanguageScriptEmbeddings(cfg, param_dtype=param_dtype)
+                         if cfg.langsamp_languages or cfg.langsamp_scripts else None)
 
     def default_positions(self, ids_BL: jax.Array) -> jax.Array:
         """RoBERTa positions: padding_idx + 1 + index among non-pad tokens; pads get padding_idx."""
@@ -190,10 +221,17 @@ class XLMRobertaForMaskedLM(nnx.Module):
         """fp32 logits over the padded vocabulary; padded rows hold the float32 minimum."""
         return self.head(h_BXH, self.embeddings.word)
 
-    def masked_lm_logits(self, input_ids, attention_mask, masked_positions_BM, **encode_kw):
-        """Logits only at gathered positions [B,M,V_padded]: a large vocabulary never meets [B,L,V]."""
+    def masked_lm_logits(self, input_ids, attention_mask, masked_positions_BM, *,
+                         lang_ids_BM=None, script_ids_BM=None, **encode_kw):
+        """Logits only at gathered positions [B,M,V_padded]: a large vocabulary never meets [B,L,V].
+
+        With LangSAMP, `lang_ids_BM` / `script_ids_BM` pick the embeddings added before the head."""
         h_BLH = self.encode(input_ids, attention_mask, **encode_kw)
         h_BMH = jnp.take_along_axis(h_BLH, jnp.asarray(masked_positions_BM)[..., None], axis=1)
+        if self.langsamp is not None:
+            if lang_ids_BM is None or script_ids_BM is None:
+                raise ValueError("a LangSAMP model needs lang_ids_BM and script_ids_BM")
+            h_BMH = self.langsamp(h_BMH, lang_ids_BM, script_ids_BM)
         return self.head_logits(h_BMH)
 
     def __call__(self, input_ids, attention_mask=None, **encode_kw) -> jax.Array:

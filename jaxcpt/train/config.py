@@ -68,6 +68,9 @@ class TrainConfig:
     seed: int = 0
     tensorboard: bool = True
     nan_check_every: int = 1  # steps between host checks of the loss (and always before a save)
+    # LangSAMP: language and script embeddings added before the MLM head while training (XLM-R,
+    # mlm objective); one language row per mixture language; never exported.
+    langsamp: bool = False
     # Resuming after a change of optimizer settings: keep params, step and data position, start
     # a fresh optimizer state (only when the checkpoint was written with other settings).
     reset_optimizer: bool = False

@@ -164,9 +164,22 @@ def local_batch_size(cfg: DataConfig) -> int:
     return cfg.batch_size // count
 
 
-def train_iterator(cfg: DataConfig, model_cfg, init_from: str | None, seed: int):
+def mixture_languages(cfg: DataConfig) -> tuple[str, ...]:
+    """Lang id -> language of the training batches (the mixture's order)."""
+    if cfg.mixture == "synthetic":
+        return SyntheticIterator.languages
+    from jaxcpt.data.pipeline import languages_of
+
+    return tuple(languages_of(cfg.mixture))
+
+
+def train_iterator(cfg: DataConfig, model_cfg, init_from: str | None, seed: int,
+                   langsamp: bool = False):
     batch = local_batch_size(cfg)
     if cfg.mixture == "synthetic":
+        if langsamp:
+            raise JaxcptError("LangSAMP needs language and script ids from a seqio mixture; "
+                              "mixture='synthetic' has none")
         return SyntheticIterator(cfg, model_cfg, batch_size=batch, seed=seed)
     from jaxcpt.data.pipeline import ShardInfo
     from jaxcpt.data.pipeline import train_iterator as seqio_iterator
@@ -175,21 +188,33 @@ def train_iterator(cfg: DataConfig, model_cfg, init_from: str | None, seed: int)
                           objective=cfg.objective, sequence_length=cfg.sequence_length,
                           batch_size=batch, seed=seed, pack=cfg.pack,
                           shard=ShardInfo(jax.process_index(), jax.process_count()),
-                          target_length=cfg.target_length, **dict(cfg.objective_options))
+                          target_length=cfg.target_length, scripts=langsamp,
+                          **dict(cfg.objective_options))
 
 
 def eval_sets(cfg: DataConfig, tasks: tuple[str, ...], init_from: str | None,
-              num_batches: int) -> dict[str, list[dict]]:
+              num_batches: int, langsamp: bool = False) -> dict[str, list[dict]]:
+    """Held-out batches per task. With LangSAMP their lang ids index the training mixture's
+    languages (a language the mixture lacks gets an id past them: no language embedding)."""
     if not tasks:
         return {}
-    from jaxcpt.data.pipeline import ShardInfo, eval_batches
+    from jaxcpt.data.pipeline import ShardInfo, eval_batches, languages_of
 
     tok = tokenizer_dir(cfg, init_from)
+    train_languages = mixture_languages(cfg) if langsamp else ()
+
+    def languages(task: str):
+        if not langsamp:
+            return None
+        own = [x for x in languages_of(task) if x not in train_languages]
+        return [*train_languages, *own]
+
     return {name: eval_batches(name, tokenizer_dir=tok, objective=cfg.objective,
                                sequence_length=cfg.sequence_length,
                                batch_size=local_batch_size(cfg), num_batches=num_batches,
                                shard=ShardInfo(jax.process_index(), jax.process_count()),
-                               target_length=cfg.target_length)
+                               target_length=cfg.target_length, languages=languages(name),
+                               scripts=langsamp)
             for name in tasks}
 
 

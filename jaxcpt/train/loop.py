@@ -13,6 +13,7 @@ or gradient norm stops the run before anything is saved from that step.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import time
 from typing import Any
 
@@ -53,6 +54,7 @@ class _Parts:
     initial_params: dict | None
     new_rows: Any  # [padded V] bool: rows of tokens the source model lacked ("new_rows" stages)
     guard: RegressionGuard | None
+    tokenizer: str | None  # HF tokenizer directory of the data (None: synthetic batches)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -71,7 +73,7 @@ def train(cfg: TrainConfig, run_files: dict[str, str] | None = None) -> dict:
             if preemption.requested():
                 return _preempted_in_setup()
             with run_dir.run_lock(model_dir):
-                run_dir.check_run_dir(model_dir, parts.model_cfg)
+                run_dir.check_run_dir(model_dir, parts.model_cfg, parts.tokenizer)
                 return _run(cfg, model_dir, parts, run_files or {})
         finally:
             if hasattr(parts.iterator, "close"):  # stop the prefetch thread before exit
@@ -86,21 +88,23 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
         raise JaxcptError(f"batch size {cfg.data.batch_size} is not divisible by "
                           f"accumulation_steps={cfg.accumulation_steps}")
     opt_lib.validate(cfg.optimizer, cfg.steps)
+    guard = _guard(cfg, model_dir)  # its settings are checked here, before any write
+    heldout_tasks = train_data.register_corpus(cfg.data, guard.languages if guard else ())
+    train_data.check_vocabulary(cfg.data, model_cfg, cfg.init_from)
+    model_cfg = _with_langsamp(cfg, model_cfg)
     setup = state_lib.model_setup(model_cfg, mesh, state_lib.compute_dtype(cfg.dtype))
     optimizer, lr = opt_lib.make_optimizer(cfg.optimizer, setup.abstract_params, cfg.steps)
     shardings = state_lib.state_shardings(setup, optimizer, mesh)
     abstract = state_lib.abstract_state(setup, optimizer, shardings)
-    guard = _guard(cfg, model_dir)  # its settings are checked here, before any write
-    heldout_tasks = train_data.register_corpus(cfg.data, guard.languages if guard else ())
-    train_data.check_vocabulary(cfg.data, model_cfg, cfg.init_from)
     phases = {cfg.trainable} | ({cfg.warm_trainable} if cfg.warm_steps else set())
     for phase in phases:
         opt_lib.check_trainable(phase)
     new_rows = (train_data.new_rows(cfg, model_cfg) if "new_rows" in phases else None)
-    iterator = train_data.train_iterator(cfg.data, model_cfg, cfg.init_from, cfg.seed)
+    iterator = train_data.train_iterator(cfg.data, model_cfg, cfg.init_from, cfg.seed,
+                                         langsamp=cfg.langsamp)
     try:
         eval_sets = train_data.eval_sets(cfg.data, tuple(cfg.data.eval_tasks) + heldout_tasks,
-                                         cfg.init_from, cfg.eval_batches)
+                                         cfg.init_from, cfg.eval_batches, langsamp=cfg.langsamp)
         initial_params = None
         if not run_dir.has_checkpoints(model_dir):  # a fresh run: load its start now
             initial_params = (state_lib.loaded_params(setup, cfg.init_from) if cfg.init_from
@@ -109,8 +113,29 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
         if hasattr(iterator, "close"):
             iterator.close()
         raise
+    tokenizer = (None if cfg.data.mixture == "synthetic"
+                  else str(pathlib.Path(train_data.tokenizer_dir(cfg.data, cfg.init_from)).absolute()))
     return _Parts(model_cfg, mesh, setup, optimizer, lr, shardings, abstract, iterator,
-                  eval_sets, initial_params, new_rows, guard)
+                  eval_sets, initial_params, new_rows, guard, tokenizer)
+
+
+def _with_langsamp(cfg: TrainConfig, model_cfg):
+    """The model config with LangSAMP's table sizes: one language row per mixture language and
+    one per script when `cfg.langsamp`, none otherwise (also for a source trained with them)."""
+    if not hasattr(model_cfg, "langsamp_languages"):
+        if cfg.langsamp:
+            raise JaxcptError(f"LangSAMP is implemented for MLM encoders (XLM-R), not "
+                              f"{model_cfg.model_type}; set TrainConfig.langsamp=False")
+        return model_cfg
+    if not cfg.langsamp:
+        return model_cfg.replace(langsamp_languages=0, langsamp_scripts=0)
+    if cfg.data.objective != "mlm":
+        raise JaxcptError(f"LangSAMP adds its embeddings before the MLM head: it needs "
+                          f"objective='mlm', not {cfg.data.objective!r}")
+    from jaxcpt.data.scripts import SCRIPTS
+
+    return model_cfg.replace(langsamp_languages=len(train_data.mixture_languages(cfg.data)),
+                             langsamp_scripts=len(SCRIPTS))
 
 
 def _guard(cfg: TrainConfig, model_dir: epath.Path) -> RegressionGuard | None:
@@ -176,7 +201,7 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
           start: int) -> dict:
     step_fn, eval_fn = _step_functions(cfg, parts)
     model_type, mesh, iterator = parts.model_cfg.model_type, parts.mesh, parts.iterator
-    fields = batch_fields(model_type)
+    fields = batch_fields(model_type, langsamp=cfg.langsamp)
     writer = train_metrics.MetricsWriter(model_dir, total_steps=cfg.steps, start_step=start,
                                          enabled=jax.process_index() == 0,
                                          tensorboard=cfg.tensorboard)

@@ -49,12 +49,15 @@ def _sums(logits_BXV, targets_BX, weights_BX, lang_ids_BX, num_languages: int) -
 
 def mlm_sums(model, batch: dict, *, num_languages: int, deterministic: bool,
              rngs=None) -> LossSums:
-    """XLM-R masked-LM loss sums on a (packed) MLM batch."""
+    """XLM-R masked-LM loss sums on a (packed) MLM batch (LangSAMP: with its script ids)."""
     segments_BL = batch["segment_ids"]
+    langsamp = ({"lang_ids_BM": batch["masked_lang_ids"],
+                 "script_ids_BM": batch["masked_script_ids"]}
+                if "masked_script_ids" in batch else {})
     logits_BMV = model.masked_lm_logits(
         batch["input_ids"], segments_BL > 0, batch["masked_positions"],
         positions=batch["positions"], segment_ids=segments_BL, deterministic=deterministic,
-        rngs=rngs)
+        rngs=rngs, **langsamp)
     return _sums(logits_BMV, batch["masked_targets"], batch["masked_weights"].astype(jnp.float32),
                  batch["masked_lang_ids"], num_languages)
 
@@ -78,8 +81,10 @@ def loss_sums_fn(model_type: str):
     return seq2seq_sums if model_type in ("t5", "mt5") else mlm_sums
 
 
-def batch_fields(model_type: str) -> tuple[str, ...]:
-    return SEQ2SEQ_FIELDS if model_type in ("t5", "mt5") else MLM_FIELDS
+def batch_fields(model_type: str, langsamp: bool = False) -> tuple[str, ...]:
+    if model_type in ("t5", "mt5"):
+        return SEQ2SEQ_FIELDS
+    return MLM_FIELDS + (("masked_script_ids",) if langsamp else ())
 
 
 def tokens_in(batch: dict, model_type: str) -> int:

@@ -139,7 +139,8 @@ def trainable_mask(params: dict, model_type: str, trainable: str,
     "new_rows": only the rows of tokens the source model did not have (`new_rows`, [padded V]
     bool) in the vocabulary-sized parameters (word embedding or OFA coordinates, XLM-R's output
     bias, T5's untied lm_head); everything else, OFA's primitives P included (they move every
-    source row F·P), stays frozen."""
+    source row F·P), stays frozen. LangSAMP's language and script embeddings train in every stage
+    (they exist only to be trained and are never exported)."""
     check_trainable(trainable)
     if trainable == "all":
         return None
@@ -152,6 +153,8 @@ def trainable_mask(params: dict, model_type: str, trainable: str,
                           "`jaxcpt init-embeddings`)")
 
     def leaf(path: tuple, spec):
+        if path[:1] == ("langsamp",):
+            return True
         if not any(path[:len(p)] == p for p in prefixes):
             return False
         if trainable != "new_rows":

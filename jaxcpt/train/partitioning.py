@@ -31,6 +31,8 @@ LOGICAL_RULES: sharding.Rules = (
     ("length", None),
     ("positions", None),
     ("types", None),
+    ("languages", None),
+    ("scripts", None),
     ("relpos", None),
     ("norm", None),
 )

@@ -1,7 +1,8 @@
 """MODEL_DIR bookkeeping: whose run it is, who trains it now, and each start's effective config.
 
 MODEL_DIR/
-  jaxcpt_run.json      the model config of the run (a different model is refused)
+  jaxcpt_run.json      the model config of the run (a different model is refused) and its
+                       tokenizer directory (what `jaxcpt export MODEL_DIR` writes beside it)
   train.lock           the trainer that holds the run now (`jaxcpt.train.run_lock`)
   config.gin           the effective config of the latest start
   config-<step>.gin    the effective config of the start at <step> (kept, one per start)
@@ -53,13 +54,21 @@ def run_lock(model_dir: epath.Path):
             lock.release()
 
 
-def check_run_dir(model_dir: epath.Path, model_cfg) -> None:
-    """Refuse a MODEL_DIR that belongs to a different model; record ours on first use."""
+def check_run_dir(model_dir: epath.Path, model_cfg, tokenizer: str | None = None) -> None:
+    """Refuse a MODEL_DIR that belongs to a different model; record ours on first use.
+
+    Configs are compared as dataclasses, so a field added since the run started (at its default)
+    is no difference."""
     run_file = model_dir / state_lib.RUN_FILE
-    ours = {"model_type": model_cfg.model_type, "config": dataclasses.asdict(model_cfg)}
+    ours = {"model_type": model_cfg.model_type, "config": dataclasses.asdict(model_cfg),
+            "tokenizer": tokenizer}
     if run_file.is_file():
         theirs = json.loads(run_file.read_text())
-        if theirs != json.loads(json.dumps(ours)):
+        try:
+            same = state_lib.config_from_run_file(model_dir) == model_cfg
+        except TypeError:  # a field this version does not know
+            same = False
+        if not same:
             raise JaxcptError(f"{model_dir}: holds a run of a different model ({theirs['model_type']}, "
                               f"vocab {theirs['config'].get('vocab_size')}); use a new MODEL_DIR")
         return

@@ -66,7 +66,7 @@ def _config_of(path: pathlib.Path):
     from jaxcpt.convert import checkpoint, hf_files
     from jaxcpt.convert.hf import family_for
 
-    if (path / "checkpoints").is_dir() and (path / RUN_FILE).is_file():
+    if is_run_dir(path):
         return config_from_run_file(path)
     if checkpoint.is_checkpoint(path):
         meta = checkpoint.read_metadata(path)
@@ -127,12 +127,21 @@ def loaded_params(setup: ModelSetup, init_from: str) -> dict:
     model = (checkpoint.load_checkpoint(path) if checkpoint.is_checkpoint(path)
              else load_hf(path))
     host = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    host.pop(LANGSAMP, None)
+    if LANGSAMP in setup.abstract_params:  # a source without them (or with other sizes)
+        host[LANGSAMP] = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                                      setup.abstract_params[LANGSAMP])
     _check_shapes(host, setup.abstract_params, init_from)
     return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, np.float32), s), host,
                         setup.param_shardings)
 
 
+LANGSAMP = "langsamp"  # LangSAMP's language/script embeddings: zero in a fresh start
+
+
 def run_params(setup: ModelSetup, run_dir: pathlib.Path) -> dict:
+    """The last checkpoint's params of another run; LangSAMP embeddings are kept only when both
+    runs have the same tables (zeros otherwise)."""
     from jaxcpt.train.checkpointing import CheckpointConfig, Checkpoints
 
     ckpts = Checkpoints(run_dir, CheckpointConfig(async_save=False))
@@ -141,14 +150,49 @@ def run_params(setup: ModelSetup, run_dir: pathlib.Path) -> dict:
         raise JaxcptError(f"{run_dir}: no checkpoints to start from")
     import orbax.checkpoint as ocp
 
+    wanted = dict(setup.abstract_params)
+    source_cfg = config_from_run_file(run_dir) if (run_dir / RUN_FILE).is_file() else None
+    sizes = lambda c: (getattr(c, "langsamp_languages", 0), getattr(c, "langsamp_scripts", 0))  # noqa: E731
+    if LANGSAMP in wanted and (source_cfg is None or sizes(source_cfg) != sizes(setup.config)):
+        wanted.pop(LANGSAMP)
     restored = ckpts.manager.restore(steps[-1], args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
-            item={"params": setup.abstract_params},
+            item={"params": wanted},
             restore_args={"params": jax.tree.map(
-                lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), setup.abstract_params)},
+                lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), wanted)},
             partial_restore=True)))
     ckpts.close()
-    return restored.state["params"]
+    params = restored.state["params"]
+    if LANGSAMP in setup.abstract_params and LANGSAMP not in params:
+        params[LANGSAMP] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype, device=s.sharding),
+                                        setup.abstract_params[LANGSAMP])
+    return params
+
+
+def is_run_dir(path) -> bool:
+    path = pathlib.Path(path)
+    return (path / "checkpoints").is_dir() and (path / RUN_FILE).is_file()
+
+
+def run_model(run_dir, dtype=jnp.float32):
+    """(model with the last checkpoint's params, the run's tokenizer dir or None) of a MODEL_DIR.
+
+    LangSAMP's embeddings are training-only: the model comes without them, as it is exported."""
+    import json
+
+    from jaxcpt.convert.hf import build_from_params, family_for
+
+    run_dir = pathlib.Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise JaxcptError(f"{run_dir}: not a training run (no checkpoints/ and {RUN_FILE})")
+    cfg = config_from_run_file(run_dir)
+    if getattr(cfg, "langsamp_languages", 0) or getattr(cfg, "langsamp_scripts", 0):
+        cfg = cfg.replace(langsamp_languages=0, langsamp_scripts=0)
+    setup = model_setup(cfg, partitioning.make_mesh(partitioning.MeshConfig()), dtype)
+    params = jax.device_get(run_params(setup, run_dir))
+    model = build_from_params(family_for(cfg.model_type, str(run_dir)), cfg, params, dtype=dtype)
+    tokenizer = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("tokenizer")
+    return model, tokenizer
 
 
 def _check_shapes(host: dict, abstract: dict, source: str) -> None:
