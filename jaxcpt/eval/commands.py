@@ -39,6 +39,13 @@ def add_commands(subparsers) -> None:
                    help="also pseudo-perplexity (one forward row per token: slow)")
     p.add_argument("--pppl-sequences", type=int, default=4,
                    help="sequences per language scored for PPPL (default 4)")
+    p.add_argument("--romanize", action="store_true",
+                   help="romanise the text of every language except the pivot with uroman "
+                        "first (to score a `jaxcpt vocab transliterate` model on transliterated "
+                        "text)")
+    p.add_argument("--backend", choices=("jaxcpt", "transformers"), default="jaxcpt",
+                   help="who runs the forward passes: jaxcpt (default) or transformers' PyTorch "
+                        "model of an HF directory (same texts, masks and scoring: the two agree)")
     p.add_argument("--out", default=None, help="write the results as JSON to this new file")
     p.set_defaults(func=cmd_eval)
 
@@ -69,6 +76,8 @@ def cmd_eval(args) -> None:
         if args.mlm_dir is None:  # the pivot alone has nothing to report
             langs = [lang for lang in langs if lang != args.pivot]
     em = load_eval_model(args.model)
+    if args.backend == "transformers":
+        em = _transformers_backend(em)
     layer = args.layer
     if layer is not None:
         if layer == "last":
@@ -80,7 +89,8 @@ def cmd_eval(args) -> None:
     options = EvalOptions(seq_len=args.seq_len, max_sequences=args.max_sequences or None,
                           batch_size=args.batch_size, seed=args.seed, pppl=args.pppl,
                           pppl_sequences=args.pppl_sequences, layer=layer,
-                          max_pairs=args.max_pairs or None, pivot=args.pivot)
+                          max_pairs=args.max_pairs or None, pivot=args.pivot,
+                          romanize=args.romanize)
     results = evaluate(em, langs, mlm_dir=args.mlm_dir, parallel_dir=args.parallel_dir,
                        options=options)
     print(format_table(results))
@@ -110,3 +120,16 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _transformers_backend(em):
+    """The same EvalModel with transformers' PyTorch model doing the forward passes."""
+    import dataclasses
+
+    from jaxcpt.convert.checkpoint import is_checkpoint
+    from jaxcpt.eval.torch_peer import TorchPeer
+
+    if is_checkpoint(em.source) or not em.has_head:
+        raise JaxcptError(f"{em.source}: --backend transformers needs an HF directory with an "
+                          "MLM head (export a jaxcpt checkpoint with `jaxcpt export` first)")
+    return dataclasses.replace(em, model=TorchPeer(em.source))

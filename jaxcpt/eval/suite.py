@@ -3,6 +3,11 @@ pivot language on parallel files, with a macro average, a printed table and JSON
 
 Language files are `<dir>/<language>.tsv` (`id<TAB>text` or plain lines for MLM; ids required for
 retrieval). The languages are the file stems, e.g. `de`, `zh-CN`, `en-US`.
+
+`romanize=True` romanises the text of every language except the pivot with uroman (the tool
+`jaxcpt vocab transliterate` romanised the vocabulary with), for MLM and retrieval alike, to
+measure a TransMI model on transliterated text. The pivot stays as written: it is the fixed side
+of retrieval and, usually English, a control row whose scores must not move.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from jaxcpt.data.text_files import read_texts
 from jaxcpt.errors import JaxcptError
 from jaxcpt.eval import mlm, retrieval
 from jaxcpt.eval.loading import EvalModel
+from jaxcpt.vocab.romanize import iter_romanized, romanize_texts
 
 METRICS = ("loss", "accuracy", "unk_rate", "pppl", "x_to_pivot", "pivot_to_x", "mean")
 
@@ -34,6 +40,7 @@ class EvalOptions:
     layer: int | None = None  # retrieval layer; None: retrieval.default_layer (8 of 12)
     max_pairs: int | None = 200  # retrieval pairs per language (None: all)
     pivot: str = "en-US"
+    romanize: bool = False  # romanise every non-pivot language's text with uroman (TransMI)
 
 
 def available_languages(directory: pathlib.Path) -> list[str]:
@@ -84,7 +91,12 @@ def evaluate(em: EvalModel, langs: list[str], *, mlm_dir=None, parallel_dir=None
                                                 directory / f"{options.pivot}.tsv",
                                                 options.max_pairs)
                  for lang in langs if lang != options.pivot}
+        if options.romanize:
+            pairs = {lang: romanized_pairs(lang, *triple) for lang, triple in pairs.items()}
     notes = []
+    if options.romanize:
+        notes.append(f"text romanised with uroman for every language except the pivot "
+                     f"{options.pivot}")
     run_mlm = mlm_dir is not None and em.has_head
     if mlm_dir is not None and not em.has_head:
         notes.append("MLM skipped: the model has no MLM head (an encoder); retrieval only")
@@ -106,9 +118,22 @@ def evaluate(em: EvalModel, langs: list[str], *, mlm_dir=None, parallel_dir=None
     return results
 
 
+def romanized_pairs(lang: str, ids: list, x_texts: list[str], pivot_texts: list[str]):
+    """(ids, romanised x texts, pivot texts); a pair whose romanised text repeats an earlier one
+    is dropped, as `retrieval.parallel_pairs` drops repeated texts (top-1 would be ambiguous)."""
+    seen, keep = set(), []
+    for i, text in enumerate(romanize_texts(x_texts, f"{lang} sentences")):
+        if text not in seen:
+            seen.add(text)
+            keep.append((ids[i], text, pivot_texts[i]))
+    return [k for k, _, _ in keep], [t for _, t, _ in keep], [p for _, _, p in keep]
+
+
 def language_mlm(em: EvalModel, path: pathlib.Path, options: EvalOptions, lang: str) -> dict:
-    ids_SL = mlm.text_sequences(em.tokenizer, read_texts(path), options.seq_len,
-                                options.max_sequences)
+    texts = read_texts(path)
+    if options.romanize and lang != options.pivot:
+        texts = iter_romanized(texts, f"{lang} paragraphs")  # lazy: only the paragraphs used
+    ids_SL = mlm.text_sequences(em.tokenizer, texts, options.seq_len, options.max_sequences)
     if len(ids_SL) == 0:
         raise JaxcptError(f"{path}: not enough text for one sequence of {options.seq_len} tokens; "
                           "lower --seq-len")

@@ -7,7 +7,7 @@ import json
 
 
 # Names for --help only; the registry (filled by INITIALIZER_MODULES) is what dispatches.
-METHOD_NAMES = ("ofa", "random", "mean", "multivariate", "wechsel", "focus")
+METHOD_NAMES = ("ofa", "random", "mean", "multivariate", "wechsel", "focus", "clp")
 
 
 def cmd_init_embeddings(args) -> None:
@@ -21,6 +21,8 @@ def cmd_init_embeddings(args) -> None:
         options["target_languages"] = options["languages"] = languages
     if args.target_text:
         options["target_text_files"] = args.target_text
+    if args.helper_model:
+        options["helper_model"] = args.helper_model
     stats = init_embeddings_checkpoint(
         args.model, args.target_tokenizer, args.out, method=args.method, dim=args.dim,
         word_vectors=args.word_vectors, seed=args.seed,
@@ -73,5 +75,9 @@ def add_commands(subparsers) -> None:
                    help="wechsel: target languages to align; focus: languages of the auxiliary "
                         "word vectors (default: all)")
     p.add_argument("--target-text", nargs="+", metavar="FILE",
-                   help="focus: target-language text files for a token-level auxiliary space")
+                   help="focus, clp: target-language text files for a token-level Word2Vec "
+                        "auxiliary (clp: helper) space")
+    p.add_argument("--helper-model", metavar="DIR",
+                   help="clp: local HF model that uses the target tokenizer; its input embedding "
+                        "is the helper space (instead of --target-text)")
     p.set_defaults(func=cmd_init_embeddings)

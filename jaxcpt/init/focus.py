@@ -64,7 +64,7 @@ def token_aux_vectors(target_tokenizer, texts: Sequence[str], dim: int = 100, se
     ids = target_tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     sentences = [[str(i) for i in row] for row in ids if row]
     if not sentences:
-        raise JaxcptError("FOCUS target_texts tokenize to nothing; pass target-language text")
+        raise JaxcptError("the target texts tokenize to nothing; pass target-language text")
     model = Word2Vec(sentences, vector_size=dim, window=5, min_count=1, sg=1, epochs=epochs,
                      seed=seed, workers=1)
     out = np.zeros((len(target_tokenizer), dim), np.float64)

@@ -29,6 +29,8 @@ from jaxcpt.init.result import InitResult, get_initializer
 from jaxcpt.init.tokens import load_tokenizer, overlap
 
 METHODS_NEEDING_VECTORS = ("ofa", "wechsel", "focus")
+# CLP: a helper space of the target tokenizer (helper model or target texts), no word vectors.
+METHODS_NEEDING_HELPER = ("clp",)
 STATS_FILE = "init_stats.json"
 
 
@@ -149,6 +151,10 @@ def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str
     text_mode_focus = method == "focus" and method_options.get("target_text_files")
     if method in METHODS_NEEDING_VECTORS and word_vectors is None and not text_mode_focus:
         raise JaxcptError(f"method {method!r} needs word vectors (--word-vectors PATH)")
+    if method in METHODS_NEEDING_HELPER and not (method_options.get("helper_model")
+                                                 or method_options.get("target_text_files")):
+        raise JaxcptError(f"method {method!r} needs a helper embedding space: --helper-model DIR "
+                          f"(an HF model that uses the target tokenizer) or --target-text FILE...")
     if word_vectors is not None:
         check_word_vectors_path(word_vectors)
     config, source_dir = source_config_and_tokenizer(model_path)

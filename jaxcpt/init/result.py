@@ -69,7 +69,7 @@ def register(name: str) -> Callable[[Initializer], Initializer]:
 
 # Modules whose import registers initializers (OFA; the baselines, WECHSEL and FOCUS beside it).
 INITIALIZER_MODULES = ("jaxcpt.init.ofa", "jaxcpt.init.baselines", "jaxcpt.init.wechsel",
-                       "jaxcpt.init.focus")
+                       "jaxcpt.init.focus", "jaxcpt.init.clp", "jaxcpt.init.transmi")
 
 
 def load_initializers() -> dict[str, Initializer]:

@@ -1,4 +1,4 @@
-"""`jaxcpt vocab extend` and `jaxcpt vocab trim` (heavy imports stay inside the commands)."""
+"""`jaxcpt vocab extend|trim|transliterate` (heavy imports stay inside the commands)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,16 @@ def cmd_trim(args) -> None:
     trim_vocabulary(args.model, args.corpus, args.out, langs=args.langs, keep_top=args.keep_top)
 
 
+def cmd_transliterate(args) -> None:
+    from jaxcpt.vocab.transliterate import transliterate_vocabulary
+
+    transliterate_vocabulary(args.model, args.out, merge_mode=args.merge_mode, fmt=args.format)
+
+
 def add_commands(subparsers) -> None:
     vocab = subparsers.add_parser(
-        "vocab", help="extend a SentencePiece vocabulary with new languages, or trim it to a corpus")
+        "vocab", help="extend a SentencePiece vocabulary with new languages, trim it to a "
+                      "corpus, or add its romanised pieces (TransMI)")
     sub = vocab.add_subparsers(dest="vocab_command", required=True, metavar="ACTION")
     corpus_help = ("corpus directory: DIR/train/<locale>.tsv|.txt (only the training split is "
                    "read; heldout/ is never opened) or a flat DIR/<locale>.tsv|.txt")
@@ -75,3 +82,19 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="new directory (must not exist or "
                    "be empty)")
     p.set_defaults(func=cmd_trim)
+
+    p = sub.add_parser("transliterate", help="TransMI: add the uroman romanisations of the "
+                                             "vocabulary's pieces and initialize them from the "
+                                             "pieces they came from (no training)")
+    p.add_argument("--model", required=True, metavar="HF_DIR",
+                   help="HF model directory (or jaxcpt checkpoint) with a SentencePiece unigram "
+                        "tokenizer (XLM-R, Glot500, mT5); byte-level BPE is refused")
+    p.add_argument("--merge-mode", choices=("max", "min", "average"), default="max",
+                   help="a romanised piece several pieces give: score and row from the max- or "
+                        "min-scored of them, or their mean score and mean row (default max, "
+                        "the paper's best)")
+    p.add_argument("--format", choices=("hf", "jaxcpt"), default="hf",
+                   help="hf: a transformers-loadable directory (default); jaxcpt: a checkpoint")
+    p.add_argument("--out", required=True, metavar="DIR", help="new directory (must not exist or "
+                   "be empty): model, tokenizer, init_stats.json and transmi_report.json")
+    p.set_defaults(func=cmd_transliterate)
