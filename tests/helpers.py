@@ -43,3 +43,12 @@ def torch_logits(model, ids, mask, **kw) -> np.ndarray:
     with torch.no_grad():
         out = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), **kw)
     return out.logits.float().numpy()
+
+
+def xlmr_tokenizer(pieces, out):
+    """A real XLMRobertaTokenizer over `pieces` (scores -len) saved to `out`."""
+    from transformers import XLMRobertaTokenizer
+
+    vocab = [(p, 0.0) for p in ("<s>", "<pad>", "</s>", "<unk>")]
+    XLMRobertaTokenizer(vocab=vocab + [(p, -float(len(p))) for p in pieces]).save_pretrained(out)
+    return out

@@ -12,7 +12,10 @@ import json
 import pathlib
 import shutil
 
-from jaxcpt.data.text_files import read_texts
+import numpy as np
+import pytest
+
+from jaxcpt.data.text_files import read_texts, shipped_corpus
 
 # The committed corpus, read by path (importing the `tasks` package would register seqio tasks).
 CORPUS = pathlib.Path(__file__).resolve().parents[1] / "tasks" / "corpora" / "libreoffice_help"
@@ -98,3 +101,42 @@ def colexnet_vectors(locales, dim=32, lines_per_locale=4000, seed=0):
     model = Word2Vec(colexnet_sentences(locales, lines_per_locale), vector_size=dim, window=4,
                      min_count=2, workers=1, epochs=2, seed=seed)
     return model.wv
+
+
+# ---- toy source/target unigram tokenizers and source rows (baseline and CLP tests) -----------
+
+HIDDEN = 16
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def unigram_tokenizer(texts, vocab_size):
+    from tokenizers import SentencePieceUnigramTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    sp = SentencePieceUnigramTokenizer()
+    sp.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
+                           show_progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    root = shipped_corpus() / "train"
+    return {"eng": read_texts(root / "en-US.tsv"), "deu": read_texts(root / "de.tsv")}
+
+
+@pytest.fixture(scope="module")
+def tokenizers(corpus):
+    source = unigram_tokenizer(corpus["eng"][:4000], 800)
+    target = unigram_tokenizer(corpus["eng"][:2000] + corpus["deu"][:4000], 1500)
+    return source, target
+
+
+@pytest.fixture(scope="module")
+def source_embeddings(tokenizers):
+    """Correlated rows with a non-zero mean, like a trained embedding matrix."""
+    rng = np.random.default_rng(0)
+    mix_HH = rng.normal(size=(HIDDEN, HIDDEN)) / 4
+    rows = rng.normal(size=(len(tokenizers[0]), HIDDEN)) @ mix_HH + rng.normal(size=HIDDEN)
+    return rows.astype(np.float32)

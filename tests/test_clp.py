@@ -13,7 +13,6 @@ import math
 import numpy as np
 import pytest
 
-from jaxcpt.data.text_files import read_texts, shipped_corpus
 from jaxcpt.errors import JaxcptError
 from jaxcpt.init import focus
 from jaxcpt.init.baselines import new_token_ids
@@ -21,31 +20,11 @@ from jaxcpt.init.factorize import factorize
 from jaxcpt.init.ofa import random_fallback
 from jaxcpt.init.result import get_initializer
 from jaxcpt.init.tokens import overlap
-from test_init_baselines import unigram_tokenizer
+from init_toys import HIDDEN, corpus, source_embeddings, tokenizers  # noqa: F401
 
-HIDDEN = 16
 SEED = 3
 
 
-@pytest.fixture(scope="module")
-def corpus():
-    root = shipped_corpus() / "train"
-    return {"eng": read_texts(root / "en-US.tsv"), "deu": read_texts(root / "de.tsv")}
-
-
-@pytest.fixture(scope="module")
-def tokenizers(corpus):
-    source = unigram_tokenizer(corpus["eng"][:4000], 800)
-    target = unigram_tokenizer(corpus["eng"][:2000] + corpus["deu"][:4000], 1500)
-    return source, target
-
-
-@pytest.fixture(scope="module")
-def source_embeddings(tokenizers):
-    rng = np.random.default_rng(0)
-    mix_HH = rng.normal(size=(HIDDEN, HIDDEN)) / 4
-    rows = rng.normal(size=(len(tokenizers[0]), HIDDEN)) @ mix_HH + rng.normal(size=HIDDEN)
-    return rows.astype(np.float32)
 
 
 @pytest.fixture(scope="module")

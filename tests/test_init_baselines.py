@@ -13,50 +13,18 @@ import pathlib
 import numpy as np
 import pytest
 
-from jaxcpt.data.text_files import read_texts, shipped_corpus
 from jaxcpt.errors import JaxcptError
 from jaxcpt.init import baselines, focus, wechsel
 from jaxcpt.init.factorize import factorize
 from jaxcpt.init.result import INITIALIZERS
 from jaxcpt.init.sparsemax import sparsemax, sparsemax_top
 from jaxcpt.init.tokens import overlap
+from init_toys import (HIDDEN, SPECIALS, corpus, source_embeddings, tokenizers,  # noqa: F401
+                       unigram_tokenizer)
 
-HIDDEN = 16
 FREEDICT = pathlib.Path("/work/shared/data/freedict")
-SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
-def unigram_tokenizer(texts, vocab_size):
-    from tokenizers import SentencePieceUnigramTokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    sp = SentencePieceUnigramTokenizer()
-    sp.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
-                           show_progress=False)
-    return PreTrainedTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    root = shipped_corpus() / "train"
-    return {"eng": read_texts(root / "en-US.tsv"), "deu": read_texts(root / "de.tsv")}
-
-
-@pytest.fixture(scope="module")
-def tokenizers(corpus):
-    source = unigram_tokenizer(corpus["eng"][:4000], 800)
-    target = unigram_tokenizer(corpus["eng"][:2000] + corpus["deu"][:4000], 1500)
-    return source, target
-
-
-@pytest.fixture(scope="module")
-def source_embeddings(tokenizers):
-    """Correlated rows with a non-zero mean, like a trained embedding matrix."""
-    rng = np.random.default_rng(0)
-    mix_HH = rng.normal(size=(HIDDEN, HIDDEN)) / 4
-    rows = rng.normal(size=(len(tokenizers[0]), HIDDEN)) @ mix_HH + rng.normal(size=HIDDEN)
-    return rows.astype(np.float32)
 
 
 def run(name, source_embeddings, tokenizers, **options):

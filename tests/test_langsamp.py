@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from helpers import xlmr_tokenizer
 from jaxcpt import cli
 from jaxcpt.data.scripts import COMMON, SCRIPTS, majority, piece_script
 from jaxcpt.errors import JaxcptError
@@ -21,14 +22,6 @@ from jaxcpt.train.optimizer import OptimizerConfig
 LATIN = ["▁" + c for c in string.ascii_lowercase] + list(string.ascii_lowercase)
 CYRILLIC = ["▁" + c for c in "абвгдежзик"] + list("абвгдежзик")
 WORDS = {"en-US": ["abc", "de", "fgh", "ij"], "ru": ["абв", "гд", "ежз", "ик"]}
-
-
-def _tokenizer(pieces, out):
-    from transformers import XLMRobertaTokenizer
-
-    vocab = [(p, 0.0) for p in ("<s>", "<pad>", "</s>", "<unk>")]
-    XLMRobertaTokenizer(vocab=vocab + [(p, -float(len(p))) for p in pieces]).save_pretrained(out)
-    return out
 
 
 def _corpus(root: pathlib.Path) -> pathlib.Path:
@@ -45,7 +38,7 @@ def _model_dir(tmp_path) -> pathlib.Path:
     from helpers import tiny_hf_xlmr
 
     tiny_hf_xlmr(tmp_path / "src", vocab_size=len(LATIN) + len(CYRILLIC) + 8)
-    _tokenizer(LATIN + CYRILLIC + ["1", "2", "."], tmp_path / "src")
+    xlmr_tokenizer(LATIN + CYRILLIC + ["1", "2", "."], tmp_path / "src")
     return tmp_path / "src"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from helpers import xlmr_tokenizer
 from jaxcpt import cli
 from jaxcpt.errors import JaxcptError
 from jaxcpt.train import loop as loop_lib
@@ -19,14 +20,6 @@ from jaxcpt.train.optimizer import OptimizerConfig
 
 LETTERS = ["▁" + c for c in string.ascii_lowercase] + list(string.ascii_lowercase)
 NEW = ["▁cat", "▁dog", "▁bird", "▁fish"]
-
-
-def _tokenizer(pieces, out):
-    from transformers import XLMRobertaTokenizer
-
-    vocab = [(p, 0.0) for p in ("<s>", "<pad>", "</s>", "<unk>")]
-    XLMRobertaTokenizer(vocab=vocab + [(p, -float(len(p))) for p in pieces]).save_pretrained(out)
-    return out
 
 
 def _corpus(root: pathlib.Path) -> pathlib.Path:
@@ -44,8 +37,8 @@ def _source_and_init(tmp_path) -> pathlib.Path:
     from helpers import tiny_hf_xlmr
 
     tiny_hf_xlmr(tmp_path / "src", vocab_size=len(LETTERS) + 5)
-    _tokenizer(LETTERS, tmp_path / "src")
-    _tokenizer(LETTERS + NEW, tmp_path / "target")
+    xlmr_tokenizer(LETTERS, tmp_path / "src")
+    xlmr_tokenizer(LETTERS + NEW, tmp_path / "target")
     assert cli.main(["init-embeddings", "--model", str(tmp_path / "src"), "--target-tokenizer",
                      str(tmp_path / "target"), "--method", "random", "--dim", "8",
                      "--keep-factors", "--out", str(tmp_path / "init")]) == 0

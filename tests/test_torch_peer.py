@@ -4,18 +4,11 @@ import numpy as np
 import pytest
 
 from helpers import tiny_hf_xlmr
-from test_eval import tiny_tokenizer, write_corpus
+from test_eval import tiny_dir, tiny_tokenizer, write_corpus  # noqa: F401
 
 from jaxcpt.eval import EvalModel, EvalOptions, evaluate, load_eval_model
 from jaxcpt.eval.retrieval import embed_texts
 from jaxcpt.eval.torch_peer import TorchPeer
-
-
-@pytest.fixture
-def tiny_dir(tmp_path):
-    tiny_hf_xlmr(tmp_path / "hf")
-    tiny_tokenizer().save_pretrained(tmp_path / "hf")
-    return tmp_path / "hf"
 
 
 def test_scores_of_both_backends_agree(tiny_dir, tmp_path):
