@@ -15,7 +15,9 @@ exact ways, picked per tokenizer by `text_encoder`:
   have the same Metaspace form, a third fewer model calls. The model is a Unigram model's numba
   Viterbi pass (`unigram_viterbi`, ~1-1.5 µs per word-sized form at 400k pieces, against ~10 µs
   in Rust) where it reproduces the model, else the Rust model behind a `cutter`. Strings holding
-  an added token's text are encoded whole.
+  an added token's text are encoded whole. The numba pass mirrors rules private to `tokenizers`,
+  so each encoder checks it against the Rust model on its first batch (`check_viterbi`) and keeps
+  to Rust for the whole run on any difference.
 
 tests/test_subword_encoding.py checks both against `tokenizer.encode`, string for string.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +39,9 @@ Encoded = tuple[np.ndarray, np.ndarray]   # (ids, index of the text each id belo
 
 # Strings per `encode_batch` item (each string is one word of a pre-tokenized sequence).
 STRINGS_PER_ITEM = 512
+
+# Strings of its first batch on which each encoder checks the numba Viterbi pass (`check_viterbi`).
+VITERBI_SAMPLE = 256
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which the WhitespaceSplit pre-tokenizer splits
 # on. Python's `str.split()` differs (it also splits on U+001C..U+001F).
@@ -171,6 +177,7 @@ class PresplitEncoder:
         self.cut_id = self.cutter.token_to_id(CUT)
         # the same ids as the cutter, ~8x faster, for the Unigram models it reproduces
         self.viterbi = UnigramViterbi.of(backend.model, presplit.rep if presplit.split else None)
+        self.viterbi_checked = False   # see check_viterbi, run before its first ids are used
         self.normalize = backend.normalizer.normalize_str if backend.normalizer else None
         added = backend.get_added_tokens_decoder().values()
         contents = {t.content for t in added} | {self.normalize(t.content) for t in added
@@ -221,6 +228,8 @@ class PresplitEncoder:
         """`texts` encoded, given `prepare(texts)`."""
         if forms is None:
             return encode_batch(self.backend, texts)
+        if self.viterbi is not None and not self.viterbi_checked and forms.distinct:
+            self.check_viterbi(forms.distinct)
         encoded = self.viterbi.encode(forms.distinct) if self.viterbi else None
         distinct_ids, distinct_of = encoded or self._cut_and_encode(forms.distinct)
         ids, text_of = _expand(forms.text_distinct, distinct_ids, distinct_of, len(forms.distinct))
@@ -234,6 +243,35 @@ class PresplitEncoder:
 
     def __call__(self, texts: list[str]) -> Encoded:
         return self.encode_forms(texts, self.prepare(texts))
+
+    def check_viterbi(self, strings: list[str]) -> bool:
+        """The run-time guard of the numba Viterbi pass: whether it gives the Rust model's ids on
+        an evenly spaced sample of `strings` (VITERBI_SAMPLE of them) and on the vocabulary's
+        probe strings (`UnigramViterbi.probes`: unknown characters, ties, repeats); if not, this
+        encoder drops it for the rest of the run and says so in one line on stderr. Run once, on
+        the first batch it would encode, before any of its ids are used: the pass mirrors
+        behaviour private to `tokenizers` (tie order, the unknown-character penalty, fusing of
+        unknowns), which a new release could change silently. 1-6 ms (at 47k-250k pieces), nearly
+        all of it the Rust model on the ~300 strings; the probes cost ~35 ms at 250k pieces."""
+        self.viterbi_checked = True
+        step = max(1, len(strings) // VITERBI_SAMPLE)
+        sample = [s for s in strings[::step][:VITERBI_SAMPLE] if _utf32_encodable(s)]
+        # probes without the cutter's own token, and without spaces (its Metaspace replaces them)
+        sample += [p for p in self.viterbi.probes if CUT not in p and " " not in p]
+        sample = list(dict.fromkeys(sample))
+        numba_ids = _per_string(self.viterbi.encode(sample), len(sample))
+        rust_ids = _per_string(self._cut_and_encode(sample), len(sample))
+        for string, ours, theirs in zip(sample, numba_ids, rust_ids):
+            if ours != theirs:
+                import tokenizers
+
+                print(f"jaxcpt: warning: the numba Unigram Viterbi pass differs from the Rust "
+                      f"model of tokenizers {tokenizers.__version__} on {string!r}: numba {ours}, "
+                      f"tokenizers {theirs}; encoding with the Rust model for this run (exact, "
+                      f"~8x slower)", file=sys.stderr, flush=True)
+                self.viterbi = None
+                return False
+        return True
 
     def _cut_and_encode(self, strings: list[str]) -> Encoded:
         """Pre-split strings (none holds `CUT`) through the cutter, each one followed by a `CUT`
@@ -257,6 +295,22 @@ class PresplitEncoder:
         ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)) + 1)
         starts = [m.start() for m in self.added_text.finditer(self.added_sep.join(texts))]
         return set(np.searchsorted(ends, starts, side="right").tolist())
+
+
+def _utf32_encodable(string: str) -> bool:
+    """False for strings holding a lone surrogate (the numba pass leaves those to Rust)."""
+    try:
+        string.encode("utf-32-le")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _per_string(encoded: Encoded, count: int) -> list[list[int]]:
+    """Each of `count` strings' ids, from (ids, index of the string each id belongs to)."""
+    ids, string_of = encoded
+    bounds = np.searchsorted(string_of, np.arange(count + 1))
+    return [ids[bounds[i]:bounds[i + 1]].tolist() for i in range(count)]
 
 
 def _expand(text_distinct: np.ndarray, distinct_ids: np.ndarray, distinct_of: np.ndarray,

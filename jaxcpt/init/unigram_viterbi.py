@@ -13,6 +13,9 @@ replacement character when the pre-tokenizer splits, exactly as the cutter there
 `UnigramViterbi.of` returns None for what it does not reproduce (byte fallback, no unk_id, an empty
 piece), and callers keep the Rust path. tests/test_unigram_viterbi.py checks it id for id against
 the Rust model, and tests/test_subword_encoding.py the whole path against `tokenizer.encode`.
+These rules are private to `tokenizers` and could change in any release, so the one caller
+(`text_encoding.PresplitEncoder`) checks every run against the Rust model before trusting it: on a
+sample of the run's own strings plus `probes`, strings of this vocabulary that exercise the rules.
 """
 
 from __future__ import annotations
@@ -150,6 +153,53 @@ def _code_points(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return chars, np.concatenate([[0], np.cumsum(lengths)])
 
 
+# Characters that are in no piece of a real vocabulary (private use, unassigned, noncharacters):
+# the first two absent from the vocabulary make the unknown-character probes.
+_RARE_CHARS = ("\ue000", "\U000f0000", "\u0378", "\U0001fbff", "\u2fff", "\ufdd0", "\ufdd1",
+               "\U0010fffe", "\U0010ffff")
+
+
+def _probe_strings(pieces: list[str], scores: np.ndarray, chars: np.ndarray,
+                   piece_starts: np.ndarray, rep: str) -> list[str]:
+    """A few dozen strings on which the model's private rules decide the ids (the fixed part of
+    the run-time check against the Rust model, see the module doc): characters the vocabulary
+    lacks (unknown nodes, fused runs of them), characters found only inside longer pieces (an
+    unknown run that fuses into a piece), duplicated pieces and pieces of equal score (ties),
+    repeated characters, and chains of pieces (many candidates per position). Array operations on
+    the pieces' code points: ~35 ms at 250k pieces."""
+    lengths = np.diff(piece_starts)
+    present = np.bincount(chars, minlength=0x110000) > 0
+    u, v = ([c for c in _RARE_CHARS if not present[ord(c)]] + list(_RARE_CHARS))[:2]
+    single = np.zeros_like(present)
+    single[chars[piece_starts[:-1][lengths == 1]]] = True
+    singles = np.flatnonzero(lengths == 1)
+    best = singles[np.argsort(-scores[singles], kind="stable")]   # best-scored single characters
+    common = [pieces[i] for i in best[:4] if pieces[i] != rep][:3]
+    a, b, c = (common + [u, v, u])[:3]
+    probes = [u, u + u + u, u + v, a + u + b, rep + u, u + rep + u, a + u + u + b + v,
+              rep * 7, a * 12, b * 9, (a + b) * 6, rep + c * 5, rep + a + rep + rep + b]
+    inner = np.flatnonzero(present & ~single)   # in pieces, but no piece of its own: unknown
+    for code in inner[inner != ord(rep)][:4]:
+        char = chr(code)
+        at = int(np.argmax(chars == code))
+        piece = pieces[int(np.searchsorted(piece_starts, at, side="right")) - 1]
+        probes += [char, char * 2, piece, rep + piece, piece + piece, a + piece + u, char + u]
+    if len(set(pieces)) < len(pieces):   # a duplicated piece: the last id is the one used
+        seen: set[str] = set()
+        duplicated = [p for p in pieces if p in seen or seen.add(p)]
+        for piece in duplicated[:3]:
+            probes += [piece, rep + piece, piece + piece]
+    longer = np.flatnonzero(lengths > 1)
+    if longer.size:
+        values, counts = np.unique(scores[longer], return_counts=True)
+        tied = [pieces[i] for i in longer[scores[longer] == values[np.argmax(counts)]][:6]]
+        probes += [x + y for x, y in zip(tied, tied[1:] + tied[:1])] + [rep + "".join(tied)]
+        for offset in (1, 2, 3):   # chains of pieces spread over the vocabulary
+            chain = [pieces[i] for i in longer[offset::max(1, longer.size // 12)][:12]]
+            probes += ["".join(chain), rep + "".join(p.replace(rep, "") for p in chain)]
+    return list(dict.fromkeys(p for p in probes if p))
+
+
 class UnigramViterbi:
     """`encode(strings)`: the ids the model gives each pre-split string (see the module doc)."""
 
@@ -162,6 +212,7 @@ class UnigramViterbi:
         self.scores, self.unk_id = scores, unk_id
         self.unk_score = float(scores.min()) - 10.0   # K_UNK_PENALTY, min over every entry
         self.split_char = -1 if split_char is None else ord(split_char)
+        self.probes = _probe_strings(pieces, scores, chars, piece_starts, split_char or "▁")
 
     @classmethod
     def of(cls, model, split_char: str | None) -> "UnigramViterbi | None":

@@ -1,9 +1,10 @@
 """`jaxcpt train --gin_file=F [--gin.KEY=VALUE ...]`: gin binds only `train` and config dataclasses.
 
 This is the only module that imports gin (t5x's rule: configure the top, keep the library
-gin-free). Include paths in gin files are resolved against the repository's gin/ directory, so
-`include 'models/xlmr_tiny.gin'` works from any working directory. The effective config is
-written to MODEL_DIR/config.gin before training starts.
+gin-free). The gin configs ship with the package (jaxcpt/gin/ in a wheel; the repository's gin/ in a
+checkout), and gin files and includes are resolved against them, so `--gin_file=gin/runs/X.gin`,
+`include 'gin/models/xlmr_tiny.gin'` and `include 'models/xlmr_tiny.gin'` work from any working
+directory. The effective config is written to MODEL_DIR/config.gin before training starts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,29 @@ import pathlib
 
 from jaxcpt.errors import JaxcptError
 
-GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin"
+
+def _gin_dir() -> pathlib.Path:
+    """The shipped gin configs: jaxcpt/gin/ in an installed wheel (package data, see
+    pyproject.toml), else the top-level gin/ of the checkout this module runs from (an editable
+    install). Never site-packages/gin: that is gin-config itself."""
+    package = pathlib.Path(__file__).resolve().parents[1]
+    shipped, checkout = package / "gin", package.parent / "gin"
+    if not shipped.is_dir() and (checkout / "runs").is_dir() \
+            and (package.parent / "pyproject.toml").is_file():
+        return checkout
+    return shipped
+
+
+GIN_DIR = _gin_dir()
+
+
+def resolve_gin_file(name: str) -> pathlib.Path | None:
+    """A gin file named on the command line: a real path (the user's own file) first, then
+    `gin/...` or `...` within the shipped configs."""
+    for path in (pathlib.Path(name), GIN_DIR.parent / name, GIN_DIR / name):
+        if path.is_file():
+            return path
+    return None
 
 
 def _register() -> None:
@@ -36,6 +59,7 @@ def _register() -> None:
 
 
 _REGISTERED = False
+_SEARCH_PATHS: set[str] = set()  # gin keeps its search paths across clear_config(): add once
 
 
 def parse_gin(files: list[str], bindings: list[str]):
@@ -44,16 +68,20 @@ def parse_gin(files: list[str], bindings: list[str]):
 
     _register()
     gin.clear_config()
-    gin.add_config_file_search_path(str(GIN_DIR))
-    gin.add_config_file_search_path(str(GIN_DIR.parent))
+    for prefix in (str(GIN_DIR), str(GIN_DIR.parent)):  # `models/x.gin`, `gin/models/x.gin`
+        if prefix not in _SEARCH_PATHS:
+            gin.add_config_file_search_path(prefix)
+            _SEARCH_PATHS.add(prefix)
+    paths = []
     for name in files:
-        if not pathlib.Path(name).is_file() and not (GIN_DIR.parent / name).is_file():
-            raise JaxcptError(f"{name}: gin file not found")
+        path = resolve_gin_file(name)
+        if path is None:
+            raise JaxcptError(f"{name}: gin file not found (looked in the working directory "
+                              f"and in {GIN_DIR})")
+        paths.append(str(path))
     try:
         with _quiet_include_search():
-            gin.parse_config_files_and_bindings(
-                [f if pathlib.Path(f).is_file() else str(GIN_DIR.parent / f) for f in files],
-                bindings)
+            gin.parse_config_files_and_bindings(paths, bindings)
         from jaxcpt.train.config import TrainConfig
 
         return gin.get_configurable(TrainConfig)()
