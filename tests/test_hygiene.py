@@ -33,3 +33,40 @@ def test_a_test_that_writes_into_the_checkout_fails(tmp_path):
     assert result.returncode != 0
     assert "the test changed the checkout (git status): ['?? stray.txt']" in result.stdout
     assert "2 passed, 1 error" in result.stdout   # the tmp_path test is not blamed
+
+
+HEAVY = ("jax", "flax", "tensorflow", "torch", "seqio")
+
+
+def _modules_after(code: str, cwd) -> dict:
+    """Which heavy modules a fresh interpreter has loaded after running `code`."""
+    script = code + (f"\nimport json, sys\nprint('MODULES', json.dumps("
+                     f"{{m: m in sys.modules for m in {HEAVY!r}}}))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    line = [x for x in result.stdout.splitlines() if x.startswith("MODULES ")][-1]
+    return json.loads(line[len("MODULES "):])
+
+
+def test_light_commands_never_import_jax_flax_or_tensorflow(tmp_path):
+    from test_vocab import spm_source
+    from init_toys import train_lines
+
+    source = spm_source(tmp_path / "src", "xlmr", train_lines("en-US", 200), 300)
+    corpus = REPO / "tasks" / "corpora" / "libreoffice_help"
+    help_of = ("import contextlib\nfrom jaxcpt.cli import main\n"
+               "for argv in ([], ['vocab', 'extend'], ['wordvecs'], ['train']):\n"
+               "    with contextlib.suppress(SystemExit):\n"
+               "        main([*argv, '--help'])\n")
+    extend = ("from jaxcpt.cli import main\n"
+              f"assert main(['vocab', 'extend', '--model', {str(source)!r}, '--corpus', "
+              f"{str(corpus)!r}, '--langs', 'el', '--vocab-size', '300', "
+              f"'--max-sentences-per-lang', '100', '--out', {str(tmp_path / 'out')!r}]) == 0\n")
+    for code in ("import jaxcpt.cli", help_of, extend):
+        loaded = _modules_after(code, tmp_path)
+        assert not any(loaded[m] for m in ("jax", "flax", "tensorflow", "torch")), (code, loaded)
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+    assert _modules_after("import jaxcpt, jaxcpt.models", tmp_path)["jax"]   # the check can fail
