@@ -15,7 +15,8 @@ from jaxcpt.errors import JaxcptError
 def cmd_convert(args) -> None:
     from jaxcpt.convert.checkpoint import save_checkpoint, tokenizer_vocab_size
     from jaxcpt.convert.hf import load_hf
-    from jaxcpt.convert.hf_files import ensure_new_dir, has_tokenizer
+    from jaxcpt.convert.hf_files import has_tokenizer
+    from jaxcpt.files import ensure_new_dir
 
     source = pathlib.Path(args.hf_dir)
     ensure_new_dir(pathlib.Path(args.out_dir))

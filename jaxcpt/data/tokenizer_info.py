@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import pathlib
 
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.tokenizer_loader import cached_tokenizer
 
 UL2_MODE_TOKENS = ("[NLU]", "[NLG]", "[S2S]")
 
@@ -73,22 +73,8 @@ class TokenizerInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def load_tokenizer(tokenizer_dir: str):
-    """transformers tokenizer from a directory (from_pretrained: v5 ignores bare vocab_file)."""
-    path = pathlib.Path(tokenizer_dir)
-    if not path.is_dir():
-        raise JaxcptError(f"{path}: tokenizer directory not found")
-    import transformers
-
-    try:
-        return transformers.AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as err:
-        raise JaxcptError(f"{path}: cannot load a tokenizer ({str(err).splitlines()[0]})") from None
-
-
-@functools.lru_cache(maxsize=8)
 def tokenizer_info(tokenizer_dir: str) -> TokenizerInfo:
-    tok = load_tokenizer(str(tokenizer_dir))
+    tok = cached_tokenizer(str(tokenizer_dir))
     vocab = tok.get_vocab()
     modes = {t: vocab[t] for t in UL2_MODE_TOKENS if t in vocab}
     specials = set(tok.all_special_ids) | set(modes.values())
@@ -104,14 +90,14 @@ def encode_texts(tokenizer_dir: str, texts: list[str]) -> list[list[int]]:
     """Token ids of each text, without special tokens (exactly the HF tokenizer's ids)."""
     if not texts:
         return []
-    return load_tokenizer(str(tokenizer_dir))(list(texts), add_special_tokens=False,
-                                                      verbose=False)["input_ids"]
+    return cached_tokenizer(str(tokenizer_dir))(list(texts), add_special_tokens=False,
+                                                verbose=False)["input_ids"]
 
 
 @functools.lru_cache(maxsize=8)
 def word_start_table(tokenizer_dir: str) -> np.ndarray:
     """[V] bool: the piece begins a word (SentencePiece '▁' prefix, or a special token)."""
-    tok = load_tokenizer(str(tokenizer_dir))
+    tok = cached_tokenizer(str(tokenizer_dir))
     pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
     return np.asarray([p is None or p.startswith("▁") or p in tok.all_special_tokens
                        for p in pieces], bool)

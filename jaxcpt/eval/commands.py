@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
-import tempfile
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import OutputExistsError, write_json
 
 
 def add_commands(subparsers) -> None:
@@ -95,31 +93,11 @@ def cmd_eval(args) -> None:
                        options=options)
     print(format_table(results))
     if out is not None:
-        write_json(results, out)
+        try:   # atomic, and a file that appeared while evaluating is kept
+            write_json(out, results, overwrite=False, parents=True)
+        except OutputExistsError:
+            raise JaxcptError(f"{out}: appeared while evaluating; not overwritten") from None
         print(f"wrote {out}")
-
-
-def write_json(results: dict, out: pathlib.Path) -> None:
-    """Temp file + rename: a failed write leaves nothing half-written; an existing file is kept."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())
-        if out.exists():
-            raise JaxcptError(f"{out}: appeared while evaluating; not overwritten")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _transformers_backend(em):

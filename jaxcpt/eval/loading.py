@@ -10,6 +10,7 @@ import pathlib
 from jaxcpt.convert import hf_files
 from jaxcpt.convert import xlmr as xlmr_family
 from jaxcpt.errors import JaxcptError
+from jaxcpt.tokenizer_loader import load_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +91,7 @@ def _load_tokenizer(tok_dir: pathlib.Path | None, model_dir: pathlib.Path):
         raise JaxcptError(f"{model_dir}: no tokenizer files (tokenizer.json, "
                           "sentencepiece.bpe.model, ...); eval needs the model's tokenizer: copy "
                           "them into the model directory")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(tok_dir))
+    return load_tokenizer(tok_dir)
 
 
 def _tensor_names(path: pathlib.Path) -> list[str]:

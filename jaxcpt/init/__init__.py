@@ -9,7 +9,8 @@ from jaxcpt.init.factorize import copy_overlap, factorize
 from jaxcpt.init.ofa import ofa, random_fallback
 from jaxcpt.init.result import (INITIALIZERS, InitResult, get_initializer, load_initializers,
                                 register)
-from jaxcpt.init.tokens import load_tokenizer, overlap, standardized_strings
+from jaxcpt.init.tokens import overlap, standardized_strings
+from jaxcpt.tokenizer_loader import load_tokenizer
 
 __all__ = ["INITIALIZERS", "InitResult", "copy_overlap", "factorize", "get_initializer",
            "load_initializers", "load_tokenizer", "ofa", "overlap", "random_fallback", "register",

@@ -14,6 +14,7 @@ are scaled so that the dense rows F·P keep the per-entry std `initializer_range
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable
 
@@ -21,8 +22,10 @@ import numpy as np
 
 from jaxcpt.errors import JaxcptError
 from jaxcpt.init.factorize import copy_overlap, factorize
+from jaxcpt.init.ofa import random_fallback
 from jaxcpt.init.result import InitResult, register
-from jaxcpt.init.tokens import load_tokenizer, overlap
+from jaxcpt.init.tokens import overlap
+from jaxcpt.tokenizer_loader import load_tokenizer
 
 # fill(source_rows [V_s, k], primitives [k, H] | None, new_ids [N], rng) -> ([N, k] rows, stats)
 Fill = Callable[[np.ndarray, "np.ndarray | None", np.ndarray, np.random.Generator],
@@ -98,6 +101,25 @@ def weighted_rows(weights_QN: np.ndarray, ids_QN: np.ndarray, source_rows: np.nd
                             (np.repeat(np.arange(num_rows), width), np.asarray(ids_QN).ravel())),
                            shape=(num_rows, source_rows.shape[0]))
     return np.asarray(matrix @ np.asarray(source_rows, np.float64))
+
+
+def neighbor_fill(has_query_V: np.ndarray, weights_QN: np.ndarray, ids_QN: np.ndarray, *,
+                  num_target: int, seed: int, stats: dict | None = None) -> Fill:
+    """The `fill` of the neighbour methods (FOCUS, WECHSEL): a new token with a query vector
+    (`has_query_V[id]`; queries in ascending id order, like the fill ids) gets the weighted sum
+    `weights_QN` of the source rows `ids_QN`, any other the official random fallback around the
+    source rows' mean and std. `stats` (method-specific) follow the neighbour/random counts."""
+    def fill(source_rows, primitives, fill_ids, rng):
+        rows = np.zeros((len(fill_ids), source_rows.shape[1]), np.float32)
+        is_query = has_query_V[fill_ids]
+        rows[is_query] = weighted_rows(weights_QN, ids_QN, source_rows)
+        fallback = fill_ids[~is_query]
+        if len(fallback):
+            mean, std = source_rows.mean(0), source_rows.std(0)
+            rows[~is_query] = random_fallback(mean, std, num_target, fallback, seed)
+        return rows, {"neighbors": int(is_query.sum()), "random": int(len(fallback)),
+                      **copy.deepcopy(stats or {})}
+    return fill
 
 
 def random_rows_std(initializer_range: float, primitives_KH: np.ndarray | None) -> float:

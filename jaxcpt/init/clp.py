@@ -42,7 +42,8 @@ from jaxcpt.init.focus import token_aux_vectors
 from jaxcpt.init.neighbors import normalized
 from jaxcpt.init.ofa import random_fallback
 from jaxcpt.init.result import register
-from jaxcpt.init.tokens import load_tokenizer, overlap, vocab
+from jaxcpt.init.tokens import overlap, vocab
+from jaxcpt.tokenizer_loader import load_tokenizer
 
 # A similarity sum below this share of Σ|sim| is degenerate (cancellation: weights explode).
 MIN_SUM_SHARE = 1e-6

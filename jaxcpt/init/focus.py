@@ -22,14 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
-from jaxcpt.init.baselines import (default_dims, log, new_token_ids, overlap_then_fill,
-                                   weighted_rows)
+from jaxcpt.init.baselines import (default_dims, log, neighbor_fill, new_token_ids,
+                                   overlap_then_fill)
 from jaxcpt.init.neighbors import normalized
-from jaxcpt.init.ofa import random_fallback
 from jaxcpt.init.result import register
 from jaxcpt.init.sparsemax import sparsemax_top
 from jaxcpt.init.subword_vectors import subword_sums
-from jaxcpt.init.tokens import load_tokenizer, overlap
+from jaxcpt.init.tokens import overlap
+from jaxcpt.tokenizer_loader import load_tokenizer
 from jaxcpt.vocab.wordvec_eval import key_language
 from jaxcpt.vocab.wordvecs import load_word_vectors
 
@@ -142,19 +142,11 @@ def focus(source_embeddings, source_tokenizer, target_tokenizer, *, dims=None, s
                                         max_support=max_support)
     source_rows_Qm = source_ids[candidates][cand_Qm]
     support = (weights_Qm > 0).sum(axis=1)
+    median_support = int(np.median(support)) if len(support) else 0
     log(f"focus: {len(query_ids)} new tokens combined from {len(candidates)} overlapping tokens "
-        f"(median support {int(np.median(support)) if len(support) else 0})")
-
-    def fill(source_rows, primitives, fill_ids, rng):
-        rows = np.zeros((len(fill_ids), source_rows.shape[1]), np.float32)
-        is_query = has_aux[fill_ids]
-        rows[is_query] = weighted_rows(weights_Qm, source_rows_Qm, source_rows)
-        fallback = fill_ids[~is_query]
-        if len(fallback):
-            mean, std = source_rows.mean(0), source_rows.std(0)
-            rows[~is_query] = random_fallback(mean, std, len(target_tok), fallback, seed)
-        return rows, {"neighbors": int(is_query.sum()), "random": int(len(fallback)),
-                      "median_support": int(np.median(support)) if len(support) else 0}
+        f"(median support {median_support})")
+    fill = neighbor_fill(has_aux, weights_Qm, source_rows_Qm, num_target=len(target_tok),
+                         seed=seed, stats={"median_support": median_support})
 
     return overlap_then_fill("focus", source_embeddings, source_tok, target_tok,
                              default_dims(dims, source_embeddings), fill, seed=seed,

@@ -26,7 +26,8 @@ import numpy as np
 from jaxcpt.errors import JaxcptError
 from jaxcpt.init.factorize import check_dims
 from jaxcpt.init.result import InitResult, get_initializer
-from jaxcpt.init.tokens import load_tokenizer, overlap
+from jaxcpt.init.tokens import overlap
+from jaxcpt.tokenizer_loader import load_tokenizer
 
 METHODS_NEEDING_VECTORS = ("ofa", "wechsel", "focus")
 # CLP: a helper space of the target tokenizer (helper model or target texts), no word vectors.
@@ -140,7 +141,7 @@ def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str
     a jaxcpt checkpoint always keeps the factors."""
     from jaxcpt.convert.checkpoint import save_checkpoint
     from jaxcpt.convert.hf import build_from_params, family_of, save_hf
-    from jaxcpt.convert.hf_files import ensure_new_dir, fresh_output_dir
+    from jaxcpt.files import ensure_new_dir, fresh_output_dir
     from jaxcpt.vocab.wordvecs import check_word_vectors_path
 
     out = pathlib.Path(out)

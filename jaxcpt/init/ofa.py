@@ -23,7 +23,8 @@ from jaxcpt.init.factorize import check_dims, copy_overlap, factorize
 from jaxcpt.init.neighbors import normalized, top_neighbors
 from jaxcpt.init.result import InitResult, register
 from jaxcpt.init.subword_vectors import subword_sums
-from jaxcpt.init.tokens import load_tokenizer, overlap, raw_tokens, standardized_strings, vocab
+from jaxcpt.init.tokens import overlap, raw_tokens, standardized_strings, vocab
+from jaxcpt.tokenizer_loader import load_tokenizer
 from jaxcpt.vocab.wordvecs import WordVectors, iter_word_vector_chunks
 
 OFFICIAL_SEED = 114514

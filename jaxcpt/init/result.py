@@ -8,7 +8,7 @@ called as
        initializer_range=0.02) -> dict[int, InitResult]
 
 - source_embeddings: [V_s, H] float32, exactly the rows of the source tokenizer's ids;
-- tokenizers: HF tokenizer directories or objects (`jaxcpt.init.tokens.load_tokenizer`);
+- tokenizers: HF tokenizer directories or objects (`jaxcpt.tokenizer_loader.load_tokenizer`);
 - dims: the requested k values (k = H: dense rows; k < H: coordinates of the SVD factorization,
   `jaxcpt.init.factorize.factorize`), one call serves several k;
 - source_output_embeddings: [V_s, H] rows of an untied output embedding (mT5 lm_head) or None;

@@ -1,4 +1,5 @@
-"""Token strings shared by every initializer: loading tokenizers, standardized strings, overlap.
+"""Token strings shared by every initializer: standardized strings, overlap (tokenizers are loaded
+by `jaxcpt.tokenizer_loader.load_tokenizer`).
 
 Standardization and overlap follow the official OFA code (cisnlp/ofa) exactly, so overlap counts and
 copied rows can be compared number for number (DESIGN §4 steps 2-3):
@@ -14,31 +15,14 @@ copied rows can be compared number for number (DESIGN §4 steps 2-3):
 
 from __future__ import annotations
 
-import pathlib
 import weakref
 
 import numpy as np
 
-from jaxcpt.errors import JaxcptError
+from jaxcpt.tokenizer_loader import load_tokenizer
 
 SPIECE_SPACE = "▁"
 WORDPIECE_PREFIX = "##"
-
-
-def load_tokenizer(tok_or_dir):
-    """A tokenizer object as is, or an HF tokenizer directory loaded with AutoTokenizer."""
-    if not isinstance(tok_or_dir, (str, pathlib.Path)):
-        return tok_or_dir
-    path = pathlib.Path(tok_or_dir)
-    if not path.is_dir():
-        raise JaxcptError(f"tokenizer directory {path} does not exist")
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError, TypeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise JaxcptError(f"cannot load a tokenizer from {path}: {first_line}") from None
 
 
 # Vocabulary tables per tokenizer object: get_vocab() takes ~0.4 s and convert_ids_to_tokens ~0.5 s

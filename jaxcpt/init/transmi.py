@@ -31,7 +31,7 @@ import numpy as np
 from jaxcpt.errors import JaxcptError
 from jaxcpt.init.baselines import default_dims, overlap_then_fill, weighted_rows
 from jaxcpt.init.result import register
-from jaxcpt.init.tokens import load_tokenizer
+from jaxcpt.tokenizer_loader import load_tokenizer
 
 MERGE_MODES = ("max", "min", "average")
 

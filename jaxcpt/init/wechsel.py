@@ -21,13 +21,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
-from jaxcpt.init.baselines import (default_dims, log, new_token_ids, overlap_then_fill,
-                                   weighted_rows)
+from jaxcpt.init.baselines import (default_dims, log, neighbor_fill, new_token_ids,
+                                   overlap_then_fill)
 from jaxcpt.init.neighbors import normalized, top_neighbors
-from jaxcpt.init.ofa import _special_source_rows, random_fallback
+from jaxcpt.init.ofa import _special_source_rows
 from jaxcpt.init.result import register
 from jaxcpt.init.subword_vectors import subword_sums
-from jaxcpt.init.tokens import load_tokenizer, overlap
+from jaxcpt.init.tokens import overlap
+from jaxcpt.tokenizer_loader import load_tokenizer
 from jaxcpt.vocab.wordvec_eval import dictionary_files, key_language, read_dictionary
 from jaxcpt.vocab.wordvecs import load_word_vectors
 
@@ -176,18 +177,9 @@ def wechsel(source_embeddings, source_tokenizer, target_tokenizer, *, dims=None,
     weights_QN /= weights_QN.sum(axis=1, keepdims=True)
     has_query = np.zeros(len(target_tok), bool)
     has_query[query_ids] = True
-
-    def fill(source_rows, primitives, fill_ids, rng):
-        rows = np.zeros((len(fill_ids), source_rows.shape[1]), np.float32)
-        is_query = has_query[fill_ids]        # fill_ids and query_ids are both ascending
-        rows[is_query] = weighted_rows(weights_QN, neighbor_ids, source_rows)
-        fallback = fill_ids[~is_query]
-        if len(fallback):
-            mean, std = source_rows.mean(0), source_rows.std(0)
-            rows[~is_query] = random_fallback(mean, std, len(target_tok), fallback, seed)
-        return rows, {"neighbors": int(is_query.sum()), "random": int(len(fallback)),
-                      "ties_at_k": int(ties.sum()),
-                      "dictionary_pairs": {lang: counts[lang] for lang in languages}}
+    fill = neighbor_fill(has_query, weights_QN, neighbor_ids, num_target=len(target_tok),
+                         seed=seed, stats={"ties_at_k": int(ties.sum()), "dictionary_pairs":
+                                           {lang: counts[lang] for lang in languages}})
 
     return overlap_then_fill("wechsel", source_embeddings, source_tok, target_tok,
                              default_dims(dims, source_embeddings), fill, seed=seed,

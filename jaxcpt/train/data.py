@@ -134,7 +134,7 @@ def new_rows(cfg, model_cfg) -> np.ndarray:
     vocabularies (a moved special token such as XLM-R's `<mask>` included)."""
     import json
 
-    from jaxcpt.data.tokenizer_info import load_tokenizer
+    from jaxcpt.tokenizer_loader import cached_tokenizer
 
     source = cfg.source_tokenizer
     stats = pathlib.Path(cfg.init_from or "") / "init_stats.json"
@@ -145,8 +145,8 @@ def new_rows(cfg, model_cfg) -> np.ndarray:
                           "TrainConfig.source_tokenizer (the model before vocabulary extension), "
                           "or train from a directory written by `jaxcpt init-embeddings`")
     source_dir = resolve_tokenizer(str(source))
-    source_vocab = load_tokenizer(source_dir).get_vocab()
-    target_vocab = load_tokenizer(tokenizer_dir(cfg.data, cfg.init_from)).get_vocab()
+    source_vocab = cached_tokenizer(source_dir).get_vocab()
+    target_vocab = cached_tokenizer(tokenizer_dir(cfg.data, cfg.init_from)).get_vocab()
     rows = np.zeros(model_cfg.padded_vocab_size, bool)
     rows[:model_cfg.vocab_size] = True
     shared = [i for token, i in target_vocab.items() if token in source_vocab]

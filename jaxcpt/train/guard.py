@@ -16,6 +16,7 @@ import sys
 from etils import epath
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import write_json
 
 BASELINE_FILE = "guard_baseline.json"
 ACTIONS = ("warn", "stop")
@@ -61,7 +62,7 @@ class RegressionGuard:
     def set_baseline(self, step: int, evals: dict[str, float], write: bool) -> None:
         self.baseline = {lang: evals[key] for lang, key in self.eval_keys().items()}
         if write:
-            self.path.write_text(json.dumps({"step": step, "loss": self.baseline}, indent=2) + "\n")
+            write_json(self.path, {"step": step, "loss": self.baseline})   # atomic: read on resume
         shown = "  ".join(f"{lang} {loss:.4f}" for lang, loss in self.baseline.items())
         print(f"guard baseline (step {step}): {shown}", flush=True)
 

@@ -134,7 +134,7 @@ def _drop_rows_after(path: epath.Path, step: int) -> None:
         else:
             changed = True
     if changed:
-        from jaxcpt.train.run_dir import atomic_write
+        from jaxcpt.files import atomic_write
 
         atomic_write(path, "".join(line + "\n" for line in kept))
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 
 import jax
 import numpy as np
 from etils import epath
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import atomic_write, write_json
 from jaxcpt.train import state as state_lib
 from jaxcpt.train.run_lock import RunLock
 
@@ -77,7 +77,7 @@ def check_run_dir(model_dir: epath.Path, model_cfg, tokenizer: str | None = None
         if has_checkpoints(model_dir):
             raise JaxcptError(f"{model_dir}: has checkpoints but no {state_lib.RUN_FILE}; use a "
                               "new MODEL_DIR")
-        atomic_write(run_file, json.dumps(ours, indent=2) + "\n")
+        write_json(run_file, ours)
 
 
 def write_run_files(model_dir: epath.Path, run_files: dict[str, str], start: int) -> None:
@@ -91,10 +91,3 @@ def write_run_files(model_dir: epath.Path, run_files: dict[str, str], start: int
             history, suffix = model_dir / f"{stem}-{start}.{suffix}{dot}{ext}", suffix + 1
         atomic_write(history, text)
         atomic_write(model_dir / name, text)
-
-
-def atomic_write(path: epath.Path, text: str) -> None:
-    """A reader (or a crash) sees the old file or the new one, never half of one."""
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -129,7 +129,7 @@ def extend_vocabulary(model_dir, corpus_dir, langs, vocab_size: int, out_dir, *,
 
     `protect_langs` (e.g. the source languages): new pieces that would change the segmentation
     of their training text are left out (see `protected_merge`)."""
-    from jaxcpt.convert.hf_files import ensure_new_dir, fresh_output_dir
+    from jaxcpt.files import ensure_new_dir, fresh_output_dir
 
     start = time.perf_counter()
     out = pathlib.Path(out_dir)

@@ -106,7 +106,7 @@ def transliterate_vocabulary(model_dir, out_dir, *, merge_mode: str = "max", fmt
                              log=print) -> dict:
     """Write `out_dir`: the model with the romanised pieces added and initialized (HF directory,
     or a jaxcpt checkpoint with fmt="jaxcpt"), its tokenizer and transmi_report.json."""
-    from jaxcpt.convert.hf_files import ensure_new_dir
+    from jaxcpt.files import ensure_new_dir, fresh_output_dir, write_json
     from jaxcpt.init.model_init import STATS_FILE, init_embeddings_checkpoint, \
         source_config_and_tokenizer
     from jaxcpt.init.transmi import check_merge_mode
@@ -127,24 +127,25 @@ def transliterate_vocabulary(model_dir, out_dir, *, merge_mode: str = "max", fmt
     log(f"[2/3] merged ({merge_mode}): {len(source.proto.pieces)} source pieces + "
         f"{len(origins)} romanised ({several} from several pieces) -> HF vocabulary "
         f"{len(merged.hf_vocab())}; initializing the new rows", flush=True)
-    with tempfile.TemporaryDirectory(prefix="jaxcpt-transmi-") as tmp:
-        merged.save(pathlib.Path(tmp))
-        stats = init_embeddings_checkpoint(
-            model_dir, tmp, out, method="transmi", fmt=fmt, origins=hf_origins,
+    # the model, its stats and the report appear together
+    with tempfile.TemporaryDirectory(prefix="jaxcpt-transmi-") as tok_dir_tmp, \
+            fresh_output_dir(out) as tmp:
+        merged.save(pathlib.Path(tok_dir_tmp))
+        init_embeddings_checkpoint(
+            model_dir, tok_dir_tmp, tmp, method="transmi", fmt=fmt, origins=hf_origins,
             merge_mode=merge_mode, source_scores=[score for _, score in source.hf_vocab()])
-    stats = json.loads((out / STATS_FILE).read_text())  # it names the temporary tokenizer
-    stats["target_tokenizer"] = str(out)
-    (out / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-    pieces = source.proto.pieces
-    report = {
-        "source": str(model_dir), "layout": source.layout, "merge_mode": merge_mode,
-        "format": fmt, "source_spm_pieces": len(pieces), "added_pieces": len(origins),
-        "from_several_pieces": several, "merged_hf_vocab_size": len(merged.hf_vocab()),
-        "examples": {piece: [pieces[i].piece for i in ids]
-                     for piece, ids in sorted(origins.items(), key=lambda kv: -len(kv[1]))[
-                         :EXAMPLES]},
-        "seconds": round(time.perf_counter() - started, 2)}
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                   encoding="utf-8")
+        stats = json.loads((tmp / STATS_FILE).read_text())  # it names the temporary tokenizer
+        stats["target_tokenizer"] = str(out)
+        write_json(tmp / STATS_FILE, stats)
+        pieces = source.proto.pieces
+        report = {
+            "source": str(model_dir), "layout": source.layout, "merge_mode": merge_mode,
+            "format": fmt, "source_spm_pieces": len(pieces), "added_pieces": len(origins),
+            "from_several_pieces": several, "merged_hf_vocab_size": len(merged.hf_vocab()),
+            "examples": {piece: [pieces[i].piece for i in ids]
+                         for piece, ids in sorted(origins.items(), key=lambda kv: -len(kv[1]))[
+                             :EXAMPLES]},
+            "seconds": round(time.perf_counter() - started, 2)}
+        write_json(tmp / REPORT_FILE, report)
     log(f"[3/3] wrote {out} in {report['seconds']:.1f} s", flush=True)
     return report

@@ -87,7 +87,8 @@ def trim_vocabulary(model_dir, corpus_dir, out_dir, *, langs=None, keep_top: int
     """Write an HF model directory (weights, both tokenizer forms, trim_map.json, report) keeping
     the pieces the training split of `corpus_dir` (locales `langs`, default all) uses."""
     from jaxcpt.convert.hf import load_hf, save_hf
-    from jaxcpt.convert.hf_files import ensure_new_dir, fresh_output_dir, read_config
+    from jaxcpt.convert.hf_files import read_config
+    from jaxcpt.files import ensure_new_dir, fresh_output_dir
 
     start = time.perf_counter()
     out, model_dir = pathlib.Path(out_dir), pathlib.Path(model_dir)

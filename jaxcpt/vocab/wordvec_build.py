@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ import scipy.sparse as sp
 
 from jaxcpt.data.text_files import read_paragraphs
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import atomic_write
 from jaxcpt.vocab.corpus import select_locales
 from jaxcpt.vocab import wordvec_units as units
 
@@ -206,7 +205,7 @@ def build_word_vectors(parallel_dir, locales: Sequence[str] | None = None, dim: 
 
 
 def save_npz(path, keys, vectors, meta: dict | None = None) -> None:
-    """np.savez(keys=str array, vectors=float32 [N, dim], meta=JSON) via temp file + rename."""
+    """np.savez(keys=str array, vectors=float32 [N, dim], meta=JSON), atomically (a new file only)."""
     path = pathlib.Path(path)
     if path.exists():
         raise JaxcptError(f"{path}: already exists; choose a new output path")
@@ -217,18 +216,4 @@ def save_npz(path, keys, vectors, meta: dict | None = None) -> None:
     arrays = {"keys": np.asarray(keys, dtype=str), "vectors": np.asarray(vectors, np.float32)}
     if meta is not None:
         arrays["meta"] = np.array(json.dumps(meta))
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent, prefix=f".{path.stem}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_write(path, lambda handle: np.savez(handle, **arrays), overwrite=False)

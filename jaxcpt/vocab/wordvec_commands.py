@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
-import tempfile
 
 from jaxcpt.errors import JaxcptError
+from jaxcpt.files import write_json
 
 
 def _check_new_file(path: pathlib.Path, what: str) -> None:
@@ -16,14 +14,6 @@ def _check_new_file(path: pathlib.Path, what: str) -> None:
         raise JaxcptError(f"{path}: already exists; choose a new {what} path")
     if not path.parent.is_dir():
         raise JaxcptError(f"{path.parent}: no such directory for the {what}")
-
-
-def _write_json(path: pathlib.Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=f".{path.stem}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def default_corpus() -> pathlib.Path:
@@ -74,8 +64,8 @@ def cmd_wordvecs(args) -> None:
           f"({built.meta['paragraph_ids']} shared paragraph ids; {counts}) "
           f"in {built.meta['build_seconds']:.1f}s")
     if scores is not None:
-        _write_json(report, {"vectors": str(out), "dictionaries": str(args.eval_dicts),
-                             "scores": scores})
+        write_json(report, {"vectors": str(out), "dictionaries": str(args.eval_dicts),
+                            "scores": scores}, overwrite=False)
         print(format_table(scores))
         print(f"wrote {report}")
 
@@ -97,8 +87,8 @@ def cmd_wordvecs_eval(args) -> None:
                           f"{args.dicts} (keys must look like `iso639-3:word`)")
     print(format_table(scores))
     if report is not None:
-        _write_json(report, {"vectors": str(args.vectors), "dictionaries": str(args.dicts),
-                             "scores": scores})
+        write_json(report, {"vectors": str(args.vectors), "dictionaries": str(args.dicts),
+                            "scores": scores}, overwrite=False)
         print(f"wrote {report}")
 
 
