@@ -170,10 +170,13 @@ def quiet_startup(command: str) -> None:
     with native_stderr_silenced():
         if command in NEEDS_TF:
             with contextlib.suppress(ImportError):
-                import tensorflow  # noqa: F401
+                import tensorflow as tf
+
+                tf.config.list_physical_devices("GPU")  # TF probes CUDA (and logs) only here
         import jax
 
-        jax.devices()
+        if command != "train":  # train initialises jax.distributed first (then the backend)
+            jax.devices()
 
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:

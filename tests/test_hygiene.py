@@ -70,3 +70,18 @@ def test_light_commands_never_import_jax_flax_or_tensorflow(tmp_path):
         assert not any(loaded[m] for m in ("jax", "flax", "tensorflow", "torch")), (code, loaded)
     assert (tmp_path / "out" / "tokenizer.json").is_file()
     assert _modules_after("import jaxcpt, jaxcpt.models", tmp_path)["jax"]   # the check can fail
+
+
+NATIVE_NOISE = ("I0000", "E0000", "W0000", "WARNING: All log messages before absl", "cuInit")
+
+
+def test_a_tensorflow_command_starts_without_native_logging(tmp_path):
+    """`jaxcpt data ...` loads TensorFlow (seqio) and jax: their start-up chatter stays hidden."""
+    jaxcpt = pathlib.Path(sys.executable).parent / "jaxcpt"
+    result = subprocess.run([str(jaxcpt), "data", "rates", "--corpus-dir",
+                             str(REPO / "tasks" / "corpora" / "libreoffice_help")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "en-US" in result.stdout
+    noise = [line for line in result.stderr.splitlines() if any(n in line for n in NATIVE_NOISE)]
+    assert not noise, noise

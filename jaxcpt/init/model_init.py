@@ -5,7 +5,7 @@ registered initializer (OFA or a baseline), replaces the vocabulary-sized parame
 ready-to-train model with the target tokenizer and `init_stats.json`:
 - XLM-R/RoBERTa: word embeddings (dense at k = H, coordinates F [V_t, k] + primitives P [k, H] at
   k < H) and the MLM-head output bias: overlapping tokens keep their source bias, new tokens get the
-  mean of the source biases (DESIGN §3).
+  mean of the source biases (docs/architecture.md, "Output rows and biases").
 - T5/mT5: the shared embedding, plus the rows of an untied `lm_head` (same rule over the source
   output rows).
 

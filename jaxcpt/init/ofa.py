@@ -1,4 +1,5 @@
-"""OFA embedding initialization, reproducing the official cisnlp/ofa computation (DESIGN §4).
+"""OFA embedding initialization, reproducing the official cisnlp/ofa computation
+(docs/architecture.md, "OFA initialization").
 
 One call serves several k: the word list is tokenized once, neighbours and their softmax weights are
 computed once (they do not depend on k), and only the cheap weighted sums are done per k.

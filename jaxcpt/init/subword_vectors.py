@@ -1,4 +1,4 @@
-"""Subword vectors in word-vector space (DESIGN §4 step 4), built in one streaming pass.
+"""Subword vectors in word-vector space (docs/architecture.md, OFA step 4), in one streaming pass.
 
 For each key (`iso639-3:word` or a bare English word, `$` = word boundary) the official code
 encodes three strings without special tokens: `w`, `' ' + w`, and `w[1].upper() + w[2:]` when the

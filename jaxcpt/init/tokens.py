@@ -2,7 +2,7 @@
 by `jaxcpt.tokenizer_loader.load_tokenizer`).
 
 Standardization and overlap follow the official OFA code (cisnlp/ofa) exactly, so overlap counts and
-copied rows can be compared number for number (DESIGN §4 steps 2-3):
+copied rows can be compared number for number (docs/architecture.md, OFA steps 2-3):
 - a vocabulary with more than 100 entries starting with `▁` (SentencePiece) maps every `▁` of
   `convert_ids_to_tokens(id)` to a space; else one with more than 100 `##` entries follows WordPiece
   (`##x` -> `x`, other tokens get a leading space); else `decode(id)`.

@@ -4,10 +4,11 @@ Two monolingual vector spaces — the source language's (English) and each targe
 aligned by orthogonal Procrustes over a bilingual dictionary (`eng-<iso3>.tsv`, `english<TAB>word`):
 W = argmin ‖X_t W − X_s‖ over orthogonal W, i.e. W = U Vᵀ for U S Vᵀ = svd(X_tᵀ X_s), fitted on the
 dictionary pairs found in both spaces. Target-language words are mapped into the English space; then
-subword vectors are built from those spaces (DESIGN §4 step 4: the source tokenizer from English
-words, the target tokenizer from the aligned target-language words) and every non-overlapping target
-token gets the OFA neighbour rule over source tokens (top-k, softmax(sim / temperature)). Overlapping
-tokens are copied by string, as in every jaxcpt initializer.
+subword vectors are built from those spaces (docs/architecture.md, OFA step 4: the source
+tokenizer from English words, the target tokenizer from the aligned target-language words) and
+every non-overlapping target token gets the OFA neighbour rule over source tokens (top-k,
+softmax(sim / temperature)). Overlapping tokens are copied by string, as in every jaxcpt
+initializer.
 
 Vectors are length-normalized, mean-centred per language and normalized again before alignment
 (the usual Procrustes preprocessing); the map itself is exactly orthogonal.

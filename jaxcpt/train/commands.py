@@ -120,6 +120,13 @@ def cmd_train(args, gin_bindings: list[str]) -> int:
 
     config = parse_gin(args.gin_file, gin_bindings)
     initialize_distributed(args.distributed)
+    import jax
+
+    from jaxcpt.cli import native_stderr_silenced
+
+    with (contextlib.nullcontext() if getattr(args, "verbose", False)
+          else native_stderr_silenced()):
+        jax.devices()   # the backend's start-up logging (e.g. CUDA probing on CPU) stays hidden
     model_dir = config.model_dir
     if args.dry_run:
         from jaxcpt.train.plan import describe_plan

@@ -1,6 +1,6 @@
 """SentencePiece-based tokenizers of a model directory: read, map to HF ids, write both forms.
 
-Two id layouts are supported (DESIGN §3):
+Two id layouts are supported (docs/architecture.md, Conventions: token ids):
 - XLM-R (fairseq, `sentencepiece.bpe.model`): spm `<unk>`=0 `<s>`=1 `</s>`=2; HF `<s>`=0 `<pad>`=1
   `</s>`=2 `<unk>`=3, every other piece HF id = spm id + 1, `<mask>` after the last piece.
 - T5/mT5 (`spiece.model`): HF id = spm id (`<pad>`=0 `</s>`=1 `<unk>`=2), then the sentinels
