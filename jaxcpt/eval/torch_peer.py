@@ -54,15 +54,18 @@ class TorchPeer:
 
     def masked_stats(self, inputs_BL, positions_BM, targets_BM, weights_BM):
         """Per-row (nll_B, correct_B, count_B) over the weighted masked positions."""
-        logits_BLV = self._forward(inputs_BL).logits.double().numpy()
-        logits_BMV = np.take_along_axis(logits_BLV, np.asarray(positions_BM)[..., None], axis=1)
-        log_z_BM = np.log(np.exp(logits_BMV - logits_BMV.max(-1, keepdims=True)).sum(-1)) \
-            + logits_BMV.max(-1)
-        target_BM = np.take_along_axis(logits_BMV, np.asarray(targets_BM)[..., None], -1)[..., 0]
-        weights_BM = np.asarray(weights_BM, np.float64)
-        correct_BM = (logits_BMV.argmax(-1) == targets_BM).astype(np.float64)
-        return (((log_z_BM - target_BM) * weights_BM).sum(-1), (correct_BM * weights_BM).sum(-1),
-                weights_BM.sum(-1))
+        torch = self.torch
+        logits_BLV = self._forward(inputs_BL).logits
+        positions_BM1 = torch.as_tensor(np.asarray(positions_BM, np.int64))[..., None]
+        # gather before going to float64: [B,L,V] of a 60k vocabulary would be ~250 MB per batch
+        logits_BMV = torch.gather(logits_BLV, 1, positions_BM1.expand(-1, -1, logits_BLV.shape[-1]))
+        logits_BMV = logits_BMV.double()
+        targets_BM = torch.as_tensor(np.asarray(targets_BM, np.int64))
+        nll_BM = -torch.log_softmax(logits_BMV, -1).gather(-1, targets_BM[..., None])[..., 0]
+        correct_BM = (logits_BMV.argmax(-1) == targets_BM).double()
+        weights_BM = torch.as_tensor(np.asarray(weights_BM, np.float64))
+        return ((nll_BM * weights_BM).sum(-1).numpy(), (correct_BM * weights_BM).sum(-1).numpy(),
+                weights_BM.sum(-1).numpy())
 
     def mean_pooled(self, ids_BL, num_layers: int) -> np.ndarray:
         """Mean over the non-pad tokens of hidden_states[num_layers] (0 = embeddings)."""

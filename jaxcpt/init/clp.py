@@ -37,8 +37,8 @@ import sys
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
-from jaxcpt.init.baselines import default_dims, log, new_token_ids, overlap_then_fill
-from jaxcpt.init.focus import token_aux_vectors
+from jaxcpt.init.baselines import default_dims, log, overlap_then_fill
+from jaxcpt.init.focus import split_by_vector, token_aux_vectors
 from jaxcpt.init.neighbors import normalized
 from jaxcpt.init.ofa import random_fallback
 from jaxcpt.init.result import register
@@ -161,11 +161,9 @@ def clp(source_embeddings, source_tokenizer, target_tokenizer, *, dims=None, see
     target_ids, source_ids = overlap(source_tok, target_tok)
     unit_VD = normalized(helper_VD)
     has_vector = np.any(unit_VD != 0, axis=1)
-    candidates = np.flatnonzero(has_vector[target_ids])     # positions in the overlap list
-    if len(candidates) == 0:
-        raise JaxcptError("no overlapping token has a helper vector; CLP cannot combine them")
-    new_ids = new_token_ids(len(target_tok), target_ids)
-    query_ids = new_ids[has_vector[new_ids]]
+    candidates, new_ids, query_ids = split_by_vector(
+        has_vector, target_ids, len(target_tok),
+        "no overlapping token has a helper vector; CLP cannot combine them")
     log(f"clp: {space}: {len(query_ids)} of {len(new_ids)} new tokens combined from "
         f"{len(candidates)} overlapping tokens")
 

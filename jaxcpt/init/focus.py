@@ -74,6 +74,17 @@ def token_aux_vectors(target_tokenizer, texts: Sequence[str], dim: int = 100, se
     return out
 
 
+def split_by_vector(has_vector_V: np.ndarray, target_ids: np.ndarray, num_target: int,
+                    missing: str):
+    """(positions in the overlap list of overlapping tokens with a vector, new token ids, the new
+    ids with a vector): the candidates and queries of a combination over the overlap."""
+    candidates = np.flatnonzero(has_vector_V[target_ids])
+    if len(candidates) == 0:
+        raise JaxcptError(missing)
+    new_ids = new_token_ids(num_target, target_ids)
+    return candidates, new_ids, new_ids[has_vector_V[new_ids]]
+
+
 def aux_unit_rows(aux_VD: np.ndarray, center: bool = True) -> np.ndarray:
     """Unit rows of the auxiliary space (zero rows stay zero), optionally mean-centred first."""
     unit_VD = normalized(aux_VD)
@@ -133,11 +144,9 @@ def focus(source_embeddings, source_tokenizer, target_tokenizer, *, dims=None, s
                           "target-language texts")
     target_ids, source_ids = overlap(source_tok, target_tok)
     has_aux = np.any(aux_VD != 0, axis=1)
-    candidates = np.flatnonzero(has_aux[target_ids])     # positions in the overlap list
-    if len(candidates) == 0:
-        raise JaxcptError("no overlapping token has an auxiliary vector; FOCUS cannot combine them")
-    new_ids = new_token_ids(len(target_tok), target_ids)
-    query_ids = new_ids[has_aux[new_ids]]
+    candidates, _, query_ids = split_by_vector(
+        has_aux, target_ids, len(target_tok),
+        "no overlapping token has an auxiliary vector; FOCUS cannot combine them")
     cand_Qm, weights_Qm = focus_weights(aux_unit_rows(aux_VD, center), target_ids[candidates],
                                         query_ids, temperature=temperature,
                                         max_support=max_support)
