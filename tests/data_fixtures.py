@@ -19,7 +19,7 @@ MODE_TOKENS = ["[NLU]", "[NLG]", "[S2S]"]
 
 def enpt_tokenizer_dir() -> pathlib.Path:
     """The demo model's XLM-R tokenizer (47,284 pieces), built on first use."""
-    from jaxcpt.convert.demo_model import cached_demo_model
+    from jaxcpt.demo.fetch_model import cached_demo_model
 
     return cached_demo_model("enpt")
 

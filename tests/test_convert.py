@@ -11,7 +11,7 @@ from transformers import XLMRobertaForMaskedLM
 import jaxcpt
 from helpers import ODD_XLMR, padded_batch, tiny_hf_xlmr, torch_logits
 from jaxcpt.cli import main as cli
-from jaxcpt.convert.checkpoint import load_checkpoint, save_checkpoint
+from jaxcpt.checkpoints.model_checkpoint import load_checkpoint, save_checkpoint
 from jaxcpt.errors import JaxcptError
 from jaxcpt.models import FactorizedEmbedding
 

@@ -76,7 +76,7 @@ def test_cli_rates_and_bad_name(capsys):
     assert "alpha=0.0" in out and out.count("0.0769") == 13       # uniform over 13 languages
     cli(["data", "rates"])   # back to the default registration for the other tests
     assert cli(["data", "peek", "nope", "--tokenizer", str(enpt_tokenizer_dir())]) == 2
-    assert "unknown seqio task or mixture 'nope'" in capsys.readouterr().err
+    assert "unknown corpus 'nope': pass --corpus-dir DIR" in capsys.readouterr().err
 
 
 def test_numpy_side_imports_without_tensorflow():

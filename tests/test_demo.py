@@ -2,10 +2,10 @@
 
 import json
 
-from jaxcpt.demo import StageTimer
-from jaxcpt.demo_stages import training_curve
+from jaxcpt.demo.run import StageTimer
+from jaxcpt.demo.stages import training_curve
 from jaxcpt.files import write_json
-from jaxcpt.report import UNADAPTED, DemoResults, wins, write_report
+from jaxcpt.demo.report import UNADAPTED, DemoResults, wins, write_report
 
 LANGS = ("de", "ru", "ja")
 
@@ -86,7 +86,7 @@ def test_training_curve_keeps_last_row_per_step_after_resume(tmp_path):
 def test_demo_dir_of_other_languages_is_refused(tmp_path):
     import pytest
 
-    from jaxcpt.demo import check_settings
+    from jaxcpt.demo.run import check_settings
     from jaxcpt.errors import JaxcptError
 
     check_settings(tmp_path / "settings.json", {"languages": ["de"]})

@@ -240,7 +240,7 @@ def test_factorized_checkpoint_and_headless_dirs(tiny_dir, tmp_path):
     factored = XLMRobertaForMaskedLM(cfg, rngs=nnx.Rngs(1))
     jaxcpt.save_hf(factored, tmp_path / "factors", tokenizer=tiny_dir, keep_factors=True)
     jaxcpt.save_hf(factored, tmp_path / "product", tokenizer=tiny_dir)
-    from jaxcpt.convert.checkpoint import save_checkpoint
+    from jaxcpt.checkpoints.model_checkpoint import save_checkpoint
     save_checkpoint(factored, tmp_path / "ckpt", tokenizer=tiny_dir)
     runs = [evaluate(load_eval_model(tmp_path / name), ["xx"], mlm_dir=corpus,
                      parallel_dir=corpus, options=options)["languages"]["xx"]

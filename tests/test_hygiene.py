@@ -85,3 +85,48 @@ def test_a_tensorflow_command_starts_without_native_logging(tmp_path):
     assert "en-US" in result.stdout
     noise = [line for line in result.stderr.splitlines() if any(n in line for n in NATIVE_NOISE)]
     assert not noise, noise
+
+
+def _layout_block() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    return readme.split("## Layout\n\n```\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_tree_matches_the_readme_layout():
+    """Every package and top-level module of jaxcpt/ is in the README's Layout section, and every
+    folder that section names exists (a moved or added package must update the README)."""
+    layout = _layout_block()
+    named = {line.split()[0] for line in layout.splitlines() if line and not line[0].isspace()}
+    for entry in named - {"jaxcpt/*.py"}:
+        assert (REPO / entry).exists(), f"README Layout names {entry}, which does not exist"
+    packages = {f"jaxcpt/{p.name}/" for p in (REPO / "jaxcpt").iterdir()
+                if (p / "__init__.py").is_file()}
+    assert packages - named == set(), f"packages missing from the README Layout: {packages - named}"
+    modules_line = next(x for x in layout.splitlines() if x.startswith("jaxcpt/*.py"))
+    modules = {p.name for p in (REPO / "jaxcpt").glob("*.py")} - {"__init__.py"}
+    missing = {m for m in modules if m not in modules_line}
+    assert not missing, f"top-level modules missing from the README Layout: {missing}"
+
+
+def test_the_data_package_never_imports_tasks():
+    """Registration goes one way (`tasks` -> jaxcpt.data); jaxcpt itself never imports `tasks`."""
+    import ast
+
+    offenders = []
+    for path in (REPO / "jaxcpt").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "tasks" or n.startswith("tasks.") for n in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_a_shipped_corpus_resolves_by_name_without_importing_tasks(tmp_path):
+    code = ("from jaxcpt.data.pipeline import get_provider\n"
+            "import sys\n"
+            "assert len(get_provider('libreoffice_help_heldout.de').splits) == 1\n"
+            "assert 'tasks' not in sys.modules, 'jaxcpt.data imported tasks'\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -149,8 +149,8 @@ def monolingual_vectors(corpus):
     """Independent Word2Vec spaces per language (unaligned), keys `eng:word` / `deu:word`."""
     from gensim.models import Word2Vec
 
-    from jaxcpt.vocab.wordvec_units import words
-    from jaxcpt.vocab.wordvecs import WordVectors
+    from jaxcpt.wordvecs.units import words
+    from jaxcpt.wordvecs.load import WordVectors
 
     keys, parts = [], []
     for lang, seed in (("eng", 1), ("deu", 2)):
@@ -183,7 +183,7 @@ def test_procrustes_recovers_a_rotation(tmp_path):
 
 
 def test_wechsel_map_is_orthogonal_and_aligns_real_dictionary_pairs(monolingual_vectors, tmp_path):
-    from jaxcpt.vocab.wordvec_eval import read_dictionary
+    from jaxcpt.wordvecs.evaluate import read_dictionary
 
     dictionary = read_dictionary(_freedict("deu"))
     vectors = monolingual_vectors
@@ -317,8 +317,8 @@ def test_cli_writes_checkpoints_for_every_baseline(corpus, monolingual_vectors, 
     from helpers import tiny_hf_xlmr
 
     from jaxcpt.cli import main
-    from jaxcpt.convert.hf import load_hf
-    from jaxcpt.vocab.wordvec_build import save_npz
+    from jaxcpt.convert.hf_import import load_hf
+    from jaxcpt.wordvecs.build import save_npz
 
     source_tok, target_tok = tokenizers
     model_dir = tmp_path / "model"

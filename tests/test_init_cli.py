@@ -17,7 +17,7 @@ NEW_LOCALES = ["de", "fr", "es", "ru", "el", "hi", "ko"]
 
 @pytest.fixture(scope="module")
 def model_dir():
-    from jaxcpt.convert.demo_model import cached_demo_model
+    from jaxcpt.demo.fetch_model import cached_demo_model
 
     return cached_demo_model("enpt")
 
@@ -88,11 +88,11 @@ def heldout_mlm_loss(model, tokenizer, locale: str, *, sentences=24, seq_len=64,
 def test_ofa_checkpoints_beat_random_on_new_languages(model_dir, merged, tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    from jaxcpt.convert.checkpoint import load_checkpoint
-    from jaxcpt.convert.hf import load_hf
+    from jaxcpt.checkpoints.model_checkpoint import load_checkpoint
+    from jaxcpt.convert.hf_import import load_hf
     from jaxcpt.convert.hf_files import read_tensors
     from jaxcpt.init import overlap
-    from jaxcpt.vocab.wordvec_build import build_word_vectors, save_npz
+    from jaxcpt.wordvecs.build import build_word_vectors, save_npz
 
     built = build_word_vectors(CORPUS / "train", ["en-US", "pt", *NEW_LOCALES], dim=100, quiet=True)
     vectors = tmp_path / "vectors.npz"
@@ -153,7 +153,7 @@ def test_mt5_shared_and_untied_lm_head_rows(model_dir, tmp_path, capsys):
     from transformers import MT5Config, MT5ForConditionalGeneration
 
     from init_toys import colexnet_vectors
-    from jaxcpt.convert.hf import load_hf
+    from jaxcpt.convert.hf_import import load_hf
     from jaxcpt.init import overlap
 
     source_tok, _ = trimmed_tokenizer_dir(model_dir, tmp_path / "source_tok", keep=6000)

@@ -15,7 +15,7 @@ from jaxcpt import cli
 from jaxcpt.data.scripts import COMMON, SCRIPTS, majority, piece_script
 from jaxcpt.errors import JaxcptError
 from jaxcpt.train import loop as loop_lib
-from jaxcpt.train.checkpointing import CheckpointConfig
+from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
 from jaxcpt.train.config import DataConfig, TrainConfig
 from jaxcpt.train.optimizer import OptimizerConfig
 
@@ -105,7 +105,7 @@ def _tiny_model(langsamp: bool):
 
 
 def test_zero_langsamp_embeddings_change_nothing_and_are_not_exported(tmp_path):
-    from jaxcpt.convert.hf import export_tensors
+    from jaxcpt.convert.hf_export import export_tensors
 
     with_, without = _tiny_model(True), _tiny_model(False)
     ids = jnp.asarray(np.random.default_rng(0).integers(3, 59, (2, 10)))

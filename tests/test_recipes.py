@@ -13,7 +13,7 @@ from helpers import xlmr_tokenizer
 from jaxcpt import cli
 from jaxcpt.errors import JaxcptError
 from jaxcpt.train import loop as loop_lib
-from jaxcpt.train.checkpointing import CheckpointConfig
+from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
 from jaxcpt.train.commands import parse_gin
 from jaxcpt.train.config import DataConfig, TrainConfig
 from jaxcpt.train.optimizer import OptimizerConfig

@@ -19,8 +19,9 @@ import pytest
 from jaxcpt import cli
 from jaxcpt.errors import JaxcptError
 from jaxcpt.models import XLMRConfig
-from jaxcpt.train import integrity, loop as loop_lib, preemption, run_lock
-from jaxcpt.train.checkpointing import (CheckpointConfig, CheckpointMismatch, Checkpoints,
+from jaxcpt.checkpoints import integrity
+from jaxcpt.train import loop as loop_lib, preemption, run_lock
+from jaxcpt.checkpoints.run_checkpoints import (CheckpointConfig, CheckpointMismatch, Checkpoints,
                                         DataStateSave, NonFiniteState)
 from jaxcpt.train.config import DataConfig, TrainConfig
 from jaxcpt.train.optimizer import OptimizerConfig
@@ -579,7 +580,7 @@ def test_hf_output_is_plain_unless_factors_are_asked_for(tmp_path, capsys):
     with pytest.raises(OSError, match="model.safetensors"):
         AutoModelForMaskedLM.from_pretrained(tmp_path / "factors")
     # export: plain by default, factors on request (again refused by transformers).
-    from jaxcpt.convert.checkpoint import save_checkpoint
+    from jaxcpt.checkpoints.model_checkpoint import save_checkpoint
 
     save_checkpoint(factored, tmp_path / "ckpt", tokenizer=tmp_path / "target")
     assert cli.main(["export", str(tmp_path / "ckpt"), str(tmp_path / "exported")]) == 0

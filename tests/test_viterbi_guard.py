@@ -15,7 +15,7 @@ from jaxcpt.init.text_encoding import VITERBI_SAMPLE, PresplitEncoder, text_enco
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from jaxcpt.convert.demo_model import cached_demo_model
+    from jaxcpt.demo.fetch_model import cached_demo_model
 
     return load_tokenizer(cached_demo_model("enpt"))
 

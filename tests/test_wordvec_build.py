@@ -11,11 +11,11 @@ import scipy.sparse as sp
 
 from jaxcpt import cli
 from jaxcpt.data.text_files import read_paragraphs
-from jaxcpt.vocab import wordvec_units as units
-from jaxcpt.vocab.wordvec_build import (build_word_vectors, occurrence_matrix, ppmi, save_npz,
+from jaxcpt.wordvecs import units
+from jaxcpt.wordvecs.build import (build_word_vectors, occurrence_matrix, ppmi, save_npz,
                                         svd_vectors)
-from jaxcpt.vocab.wordvec_commands import default_corpus
-from jaxcpt.vocab.wordvec_eval import evaluate_vectors, translation_precision
+from jaxcpt.wordvecs.commands import default_corpus
+from jaxcpt.wordvecs.evaluate import evaluate_vectors, translation_precision
 
 FREEDICT = "/work/shared/data/freedict"
 CONCEPTS = {"house": "haus", "tree": "baum", "water": "wasser", "river": "fluss",
@@ -170,7 +170,7 @@ def test_npz_format(tmp_path):
 
 
 def test_npz_loads_through_the_word_vector_loader(tmp_path):
-    from jaxcpt.vocab.wordvecs import load_word_vectors
+    from jaxcpt.wordvecs.load import load_word_vectors
 
     built = build_word_vectors(toy_corpus(tmp_path / "toy"), dim=4, min_count=1, quiet=True)
     built.save(tmp_path / "v.npz")

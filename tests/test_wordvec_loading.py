@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxcpt.errors import JaxcptError
-from jaxcpt.vocab.wordvecs import (WordVectors, check_word_vectors_path, iter_word_vector_chunks,
+from jaxcpt.wordvecs.load import (WordVectors, check_word_vectors_path, iter_word_vector_chunks,
                                    load_word_vectors)
 
 KEYS = ["the", "eng:house", "deu:$haus", "deu:haus$", "rus:дом", "fra:maison", "ell:σπίτι", "$"]

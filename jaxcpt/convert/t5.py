@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcpt.convert.xlmr import TensorSpec
+from jaxcpt.convert.tensor_table import TensorSpec, pad_rows, same
 from jaxcpt.errors import JaxcptError
 from jaxcpt.models.t5 import T5Config, T5ForConditionalGeneration
 from jaxcpt.models.t5_layers import distance_buckets, parse_feed_forward_proj
@@ -107,12 +107,6 @@ def config_to_hf(cfg: T5Config, keep_factors: bool) -> dict:
     return hf
 
 
-def _same(x):
-    return x
-
-
-def _pad_rows(rows: int):
-    return lambda x: np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
 
 
 def _linear(name: str, path: tuple, in_shape: tuple, out_shape: tuple) -> TensorSpec:
@@ -124,7 +118,7 @@ def _linear(name: str, path: tuple, in_shape: tuple, out_shape: tuple) -> Tensor
 
 
 def _norm(name: str, path: tuple, h: int) -> TensorSpec:
-    return TensorSpec(f"{name}.weight", (h,), (*path, "scale"), _same, _same)
+    return TensorSpec(f"{name}.weight", (h,), (*path, "scale"), same, same)
 
 
 def _attention(hf: str, ours: tuple, h: int, n: int, d: int) -> list[TensorSpec]:
@@ -146,7 +140,7 @@ def _stack(cfg: T5Config, stack: str) -> list[TensorSpec]:
     num = cfg.decoder_layers if decoder else cfg.num_layers
     specs = [TensorSpec(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                         (cfg.relative_attention_num_buckets, n),
-                        (stack, "relative_bias", "embedding"), _same, _same)]
+                        (stack, "relative_bias", "embedding"), same, same)]
     for i in range(num):
         hf, ours = f"{stack}.block.{i}.layer", (stack, "layers", i)
         specs += _attention(f"{hf}.0.SelfAttention", (*ours, "self_attention"), h, n, d)
@@ -167,16 +161,16 @@ def tensor_specs(cfg: T5Config, *, with_head: bool = True) -> list[TensorSpec]:
     h, v, vp, k = cfg.d_model, cfg.vocab_size, cfg.padded_vocab_size, cfg.num_primitives
     unpad = lambda x: x[:v]  # noqa: E731
     if k is None:
-        specs = [TensorSpec("shared.weight", (v, h), ("shared", "embedding"), _pad_rows(vp), unpad)]
+        specs = [TensorSpec("shared.weight", (v, h), ("shared", "embedding"), pad_rows(vp), unpad)]
     else:
         specs = [TensorSpec("shared_coordinates.weight", (v, k), ("shared", "coordinates"),
-                            _pad_rows(vp), unpad),
+                            pad_rows(vp), unpad),
                  TensorSpec("shared_primitives.weight", (k, h), ("shared", "primitives"),
-                            _same, _same)]
+                            same, same)]
     specs += _stack(cfg, "encoder") + _stack(cfg, "decoder")
     if not cfg.tie_word_embeddings:
         specs.append(TensorSpec("lm_head.weight", (v, h), ("lm_head", "embedding"),
-                                _pad_rows(vp), unpad))
+                                pad_rows(vp), unpad))
     return specs
 
 

@@ -9,11 +9,10 @@ Factorized (OFA) checkpoints carry `embeddings.word_coordinates.weight` [V,k] an
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 
 import numpy as np
 
+from jaxcpt.convert.tensor_table import TensorSpec, pad_rows, same
 from jaxcpt.errors import JaxcptError
 from jaxcpt.models.xlmr import XLMRConfig, XLMRobertaForMaskedLM
 
@@ -76,21 +75,8 @@ def config_to_hf(cfg: XLMRConfig, keep_factors: bool) -> dict:
     return hf
 
 
-@dataclasses.dataclass(frozen=True)
-class TensorSpec:
-    hf_name: str
-    hf_shape: tuple[int, ...]
-    path: tuple  # path in nnx.to_pure_dict(state)
-    to_ours: Callable[[np.ndarray], np.ndarray]
-    to_hf: Callable[[np.ndarray], np.ndarray]
 
 
-def _same(x):
-    return x
-
-
-def _pad_rows(rows: int):
-    return lambda x: np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
 
 
 def _linear(prefix: str, path: tuple, in_shape: tuple, out_shape: tuple) -> list[TensorSpec]:
@@ -106,8 +92,8 @@ def _linear(prefix: str, path: tuple, in_shape: tuple, out_shape: tuple) -> list
 
 
 def _layer_norm(prefix: str, path: tuple, h: int) -> list[TensorSpec]:
-    return [TensorSpec(f"{prefix}.weight", (h,), (*path, "scale"), _same, _same),
-            TensorSpec(f"{prefix}.bias", (h,), (*path, "bias"), _same, _same)]
+    return [TensorSpec(f"{prefix}.weight", (h,), (*path, "scale"), same, same),
+            TensorSpec(f"{prefix}.bias", (h,), (*path, "bias"), same, same)]
 
 
 def tensor_specs(cfg: XLMRConfig, *, with_head: bool = True) -> list[TensorSpec]:
@@ -118,17 +104,17 @@ def tensor_specs(cfg: XLMRConfig, *, with_head: bool = True) -> list[TensorSpec]
     specs: list[TensorSpec] = []
     if k is None:
         specs.append(TensorSpec("embeddings.word_embeddings.weight", (v, h),
-                                ("embeddings", "word", "embedding"), _pad_rows(vp), unpad))
+                                ("embeddings", "word", "embedding"), pad_rows(vp), unpad))
     else:
         specs += [TensorSpec("embeddings.word_coordinates.weight", (v, k),
-                             ("embeddings", "word", "coordinates"), _pad_rows(vp), unpad),
+                             ("embeddings", "word", "coordinates"), pad_rows(vp), unpad),
                   TensorSpec("embeddings.word_primitives.weight", (k, h),
-                             ("embeddings", "word", "primitives"), _same, _same)]
+                             ("embeddings", "word", "primitives"), same, same)]
     specs += [
         TensorSpec("embeddings.position_embeddings.weight", (cfg.max_position_embeddings, h),
-                   ("embeddings", "position"), _same, _same),
+                   ("embeddings", "position"), same, same),
         TensorSpec("embeddings.token_type_embeddings.weight", (cfg.type_vocab_size, h),
-                   ("embeddings", "token_type"), _same, _same),
+                   ("embeddings", "token_type"), same, same),
         *_layer_norm("embeddings.LayerNorm", ("embeddings", "norm"), h),
     ]
     for i in range(cfg.num_layers):
@@ -143,7 +129,7 @@ def tensor_specs(cfg: XLMRConfig, *, with_head: bool = True) -> list[TensorSpec]
     if with_head:
         specs += _linear("lm_head.dense", ("head", "dense"), (h,), (h,))
         specs += _layer_norm("lm_head.layer_norm", ("head", "norm"), h)
-        specs.append(TensorSpec("lm_head.bias", (v,), ("head", "bias"), _pad_rows(vp), unpad))
+        specs.append(TensorSpec("lm_head.bias", (v,), ("head", "bias"), pad_rows(vp), unpad))
     return specs
 
 

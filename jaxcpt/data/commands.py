@@ -7,12 +7,16 @@ OBJECTIVE_CHOICES = ("mlm", "span_corruption", "ul2")
 
 def _register(args) -> str:
     """Registers --corpus-dir as NAME (or re-registers the shipped corpus with other rates)."""
-    import tasks  # the shipped corpus, registered with the defaults
-    from jaxcpt.data import corpus_tasks
+    from jaxcpt.data import corpus_tasks, text_files
 
     path = args.corpus_dir
-    if path is None and args.name == tasks.SHIPPED_CORPUS:   # with this command's rate settings
-        path = tasks.shipped_corpus(tasks.SHIPPED_CORPUS)
+    if path is None and args.name in text_files.shipped_corpus_names():  # this command's rates
+        path = text_files.shipped_corpus(args.name)
+    if path is None and args.name not in corpus_tasks.registered_corpora():
+        from jaxcpt.errors import JaxcptError
+
+        raise JaxcptError(f"unknown corpus {args.name!r}: pass --corpus-dir DIR, or name a "
+                          f"shipped corpus ({', '.join(sorted(text_files.shipped_corpus_names()))})")
     if path:
         replay = tuple(x for x in (args.replay_languages or "").split(",") if x)
         corpus_tasks.register_corpus(args.name, path, alpha=args.alpha, size_unit=args.size_unit,

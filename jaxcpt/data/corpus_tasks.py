@@ -98,6 +98,10 @@ def language_of(task: str) -> str:
     return _TASK_LANGUAGE[task]
 
 
+def registered_corpora() -> tuple[str, ...]:
+    return tuple(_CORPORA)
+
+
 def corpus_info(name: str) -> CorpusInfo:
     if name not in _CORPORA:
         raise JaxcptError(f"unknown corpus {name!r}; registered: {', '.join(sorted(_CORPORA))}")

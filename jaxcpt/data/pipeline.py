@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxcpt.data import corpus_tasks, span_corruption
+from jaxcpt.data import corpus_tasks, span_corruption, text_files
 from jaxcpt.data.batch_iterator import BatchIterator
 from jaxcpt.data.corpus_tasks import HELDOUT, TRAIN, OBJECTIVES
 from jaxcpt.data.mlm_batches import MLMBatcher
@@ -48,10 +48,20 @@ def get_provider(name: str):
             return seqio.get_mixture_or_task(name)
         except ValueError:
             if attempt == 0:
-                import tasks  # noqa: F401  (registers the shipped corpus)
+                register_shipped(name)
     known = sorted(n for n in seqio.MixtureRegistry.names() if not n.endswith("_heldout"))
+    shipped = sorted(text_files.shipped_corpus_names())
     raise JaxcptError(f"unknown seqio task or mixture {name!r}; registered mixtures: "
-                      f"{', '.join(known) or 'none'}")
+                      f"{', '.join(known) or 'none'}; shipped corpora: {', '.join(shipped)}")
+
+
+def register_shipped(name: str) -> None:
+    """Register the shipped corpus a task/mixture name belongs to (`libreoffice_help`,
+    `libreoffice_help_heldout.de`, ...), if there is one. The data package finds the shipped
+    files itself and never imports `tasks` (registration goes one way: `tasks` -> jaxcpt.data)."""
+    corpus = name.split(".", 1)[0].removesuffix("_heldout")
+    if corpus and corpus in text_files.shipped_corpus_names():
+        corpus_tasks.register_corpus(corpus, text_files.shipped_corpus(corpus))
 
 
 def sub_tasks(provider) -> list:

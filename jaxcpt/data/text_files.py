@@ -8,14 +8,23 @@ import pathlib
 from jaxcpt.errors import JaxcptError
 
 
-def shipped_corpus(name: str = "libreoffice_help") -> pathlib.Path:
-    """Directory of a corpus committed under tasks/corpora (splits `train/` and `heldout/`)."""
+def shipped_corpora_dir() -> pathlib.Path:
+    """tasks/corpora: where the corpora committed with jaxcpt live."""
     # find_spec locates the package without importing it: importing `tasks` registers seqio
     # tasks and loads TensorFlow, which readers of plain files must not pay for.
     spec = importlib.util.find_spec("tasks")
     if spec is None or not spec.submodule_search_locations:
         raise JaxcptError("the `tasks` package (shipped corpora) is not installed")
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "corpora" / name
+    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "corpora"
+
+
+def shipped_corpus_names() -> set[str]:
+    return {p.name for p in shipped_corpora_dir().iterdir() if (p / "train").is_dir()}
+
+
+def shipped_corpus(name: str = "libreoffice_help") -> pathlib.Path:
+    """Directory of a corpus committed under tasks/corpora (splits `train/` and `heldout/`)."""
+    path = shipped_corpora_dir() / name
     if not path.is_dir():
         raise JaxcptError(f"{path}: shipped corpus {name!r} not found")
     return path

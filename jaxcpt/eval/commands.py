@@ -104,7 +104,7 @@ def _transformers_backend(em):
     """The same EvalModel with transformers' PyTorch model doing the forward passes."""
     import dataclasses
 
-    from jaxcpt.convert.checkpoint import is_checkpoint
+    from jaxcpt.checkpoints.model_checkpoint import is_checkpoint
     from jaxcpt.eval.torch_peer import TorchPeer
 
     if is_checkpoint(em.source) or not em.has_head:

@@ -55,9 +55,9 @@ class EvalModel:
 
 def load_eval_model(path) -> EvalModel:
     """Either path kind: a jaxcpt checkpoint (jaxcpt.json) or a Hugging Face model directory."""
-    from jaxcpt.convert.checkpoint import (is_checkpoint, load_checkpoint, read_metadata,
+    from jaxcpt.checkpoints.model_checkpoint import (is_checkpoint, load_checkpoint, read_metadata,
                                            tokenizer_dir)
-    from jaxcpt.convert.hf import load_hf
+    from jaxcpt.convert.hf_import import load_hf
 
     path = pathlib.Path(path)
     if not path.is_dir():

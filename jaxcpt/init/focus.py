@@ -31,8 +31,8 @@ from jaxcpt.init.sparsemax import sparsemax_top
 from jaxcpt.init.subword_vectors import subword_sums
 from jaxcpt.init.tokens import overlap
 from jaxcpt.tokenizer_loader import load_tokenizer
-from jaxcpt.vocab.wordvec_eval import key_language
-from jaxcpt.vocab.wordvecs import load_word_vectors
+from jaxcpt.wordvecs.evaluate import key_language
+from jaxcpt.wordvecs.load import load_word_vectors
 
 
 def language_chunks(word_vectors, languages: Sequence[str] | None, rows: int = 65536):

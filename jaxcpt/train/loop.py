@@ -27,7 +27,7 @@ from jaxcpt.train import data as train_data
 from jaxcpt.train import metrics as train_metrics
 from jaxcpt.train import optimizer as opt_lib
 from jaxcpt.train import partitioning, preemption, run_dir, state as state_lib
-from jaxcpt.train.checkpointing import Checkpoints
+from jaxcpt.checkpoints.run_checkpoints import Checkpoints
 from jaxcpt.train.config import TrainConfig
 from jaxcpt.train.guard import RegressionGuard
 from jaxcpt.train.objectives import batch_fields, tokens_in

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import AbstractMesh, NamedSharding
 
-from jaxcpt.convert.hf import FAMILIES
+from jaxcpt.convert.params import FAMILIES
 from jaxcpt.errors import JaxcptError
 from jaxcpt.train import partitioning
 from jaxcpt.train.config import TrainConfig

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from jaxcpt.convert.hf import FAMILIES
+from jaxcpt.convert.params import FAMILIES
 from jaxcpt.errors import JaxcptError
 from jaxcpt.train import partitioning
 
@@ -63,13 +63,14 @@ def source_config(init_from: str | None, model_config) -> Any:
 
 
 def _config_of(path: pathlib.Path):
-    from jaxcpt.convert import checkpoint, hf_files
-    from jaxcpt.convert.hf import family_for
+    from jaxcpt.checkpoints import model_checkpoint
+    from jaxcpt.convert import hf_files
+    from jaxcpt.convert.params import family_for
 
     if is_run_dir(path):
         return config_from_run_file(path)
-    if checkpoint.is_checkpoint(path):
-        meta = checkpoint.read_metadata(path)
+    if model_checkpoint.is_checkpoint(path):
+        meta = model_checkpoint.read_metadata(path)
         family = family_for(meta.get("model_type"), str(path))
         return family.CONFIG_CLASS(**meta["config"])
     hf = hf_files.read_config(path)
@@ -87,7 +88,7 @@ RUN_FILE = "jaxcpt_run.json"
 def config_from_run_file(run_dir: pathlib.Path):
     import json
 
-    from jaxcpt.convert.hf import family_for
+    from jaxcpt.convert.params import family_for
 
     meta = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
     return family_for(meta["model_type"], str(run_dir)).CONFIG_CLASS(**meta["config"])
@@ -119,12 +120,12 @@ def random_params(setup: ModelSetup, seed: int) -> dict:
 def loaded_params(setup: ModelSetup, init_from: str) -> dict:
     """Params only (partial restore) from an HF dir, a jaxcpt checkpoint, or another run's MODEL_DIR."""
     path = pathlib.Path(init_from)
-    from jaxcpt.convert import checkpoint
-    from jaxcpt.convert.hf import load_hf
+    from jaxcpt.checkpoints import model_checkpoint
+    from jaxcpt.convert.hf_import import load_hf
 
     if (path / "checkpoints").is_dir():
         return run_params(setup, path)
-    model = (checkpoint.load_checkpoint(path) if checkpoint.is_checkpoint(path)
+    model = (model_checkpoint.load_checkpoint(path) if model_checkpoint.is_checkpoint(path)
              else load_hf(path))
     host = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     host.pop(LANGSAMP, None)
@@ -142,7 +143,7 @@ LANGSAMP = "langsamp"  # LangSAMP's language/script embeddings: zero in a fresh 
 def run_params(setup: ModelSetup, run_dir: pathlib.Path) -> dict:
     """The last checkpoint's params of another run; LangSAMP embeddings are kept only when both
     runs have the same tables (zeros otherwise)."""
-    from jaxcpt.train.checkpointing import CheckpointConfig, Checkpoints
+    from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig, Checkpoints
 
     ckpts = Checkpoints(run_dir, CheckpointConfig(async_save=False))
     steps = ckpts.steps()
@@ -180,7 +181,7 @@ def run_model(run_dir, dtype=jnp.float32):
     LangSAMP's embeddings are training-only: the model comes without them, as it is exported."""
     import json
 
-    from jaxcpt.convert.hf import build_from_params, family_for
+    from jaxcpt.convert.params import build_from_params, family_for
 
     run_dir = pathlib.Path(run_dir)
     if not is_run_dir(run_dir):

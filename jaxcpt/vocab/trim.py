@@ -56,7 +56,7 @@ def trim_model(model, trim_map: list[int]):
     """The model restricted to the rows `trim_map` (new id -> old id) selects."""
     from flax import nnx
 
-    from jaxcpt.convert.hf import build_from_params, family_of
+    from jaxcpt.convert.params import build_from_params, family_of
 
     family = family_of(model)
     cfg = model.config.replace(vocab_size=len(trim_map))
@@ -86,7 +86,8 @@ def trim_vocabulary(model_dir, corpus_dir, out_dir, *, langs=None, keep_top: int
                     log=print) -> pathlib.Path:
     """Write an HF model directory (weights, both tokenizer forms, trim_map.json, report) keeping
     the pieces the training split of `corpus_dir` (locales `langs`, default all) uses."""
-    from jaxcpt.convert.hf import load_hf, save_hf
+    from jaxcpt.convert.hf_export import save_hf
+    from jaxcpt.convert.hf_import import load_hf
     from jaxcpt.convert.hf_files import read_config
     from jaxcpt.files import ensure_new_dir, fresh_output_dir
 

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxcpt.convert import hf_files
-from jaxcpt.convert.hf import build_from_params, family_for, family_of
+from jaxcpt.convert.params import build_from_params, family_for, family_of
 from jaxcpt.errors import JaxcptError
 from jaxcpt.files import fresh_output_dir
 
@@ -43,7 +43,7 @@ def tokenizer_vocab_size(tokenizer_dir: pathlib.Path) -> int | None:
 
 def save_checkpoint(model: nnx.Module, path, tokenizer=None) -> pathlib.Path:
     """Write `model` (and optionally its tokenizer: a directory or a transformers object)."""
-    from jaxcpt.convert.hf import write_tokenizer
+    from jaxcpt.convert.hf_export import write_tokenizer
 
     family_of(model)  # refuse unknown model types before writing anything
     path = pathlib.Path(path).absolute()

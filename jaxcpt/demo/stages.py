@@ -36,7 +36,7 @@ def extend_stage(model_dir, corpus, langs, vocab_size: int, out: pathlib.Path) -
 def wordvec_stage(corpus, langs, tokenizer_dir, out: pathlib.Path) -> None:
     """Cross-lingual piece vectors from the training split, keyed by the merged tokenizer's pieces
     (so OFA finds a vector for most new pieces)."""
-    from jaxcpt.vocab.wordvec_build import build_word_vectors
+    from jaxcpt.wordvecs.build import build_word_vectors
 
     vectors = build_word_vectors(corpus, [*SOURCE_LANGS, *langs], dim=200,
                                  tokenizer_dir=tokenizer_dir)
@@ -63,7 +63,7 @@ def train_stage(init_dir: pathlib.Path, run_dir: pathlib.Path, langs, steps: int
     fields of DataConfig (replay_languages, replay_share)."""
     import dataclasses
 
-    from jaxcpt.train.checkpointing import CheckpointConfig
+    from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
     from jaxcpt.train.config import DataConfig, TrainConfig
     from jaxcpt.train.loop import train
     from jaxcpt.train.optimizer import OptimizerConfig
@@ -162,7 +162,7 @@ def export_stage(model, tokenizer_dir: pathlib.Path, out: pathlib.Path, check: p
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from jaxcpt.convert.hf import save_hf
+    from jaxcpt.convert.hf_export import save_hf
     from jaxcpt.files import fresh_output_dir
 
     if not (out / "config.json").exists():  # an earlier invocation may have stopped after it

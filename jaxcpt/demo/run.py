@@ -16,16 +16,11 @@ import json
 import pathlib
 import time
 
-from jaxcpt import demo_stages as stages
+from jaxcpt.demo import DEFAULT_LANGS, LEARNING_RATE, STEPS, stages
 from jaxcpt.files import write_json
 from jaxcpt.tokenizer_loader import load_tokenizer
 
-DEFAULT_LANGS = ("de", "ru", "el", "hi", "ja", "ko", "zh-CN", "km")  # 7 scripts
 VOCAB_SIZE = 16000
-# Adam moves every embedding that gets a gradient by ~lr per step: 2e-3 for 60 steps moved them by
-# most of their scale (std 0.085) and retrieval collapsed (0.62 → 0.13 for OFA k=100); 2e-4 keeps
-# the cross-lingual alignment OFA gives while the MLM loss still drops.
-LEARNING_RATE = 2e-4
 # The recipe run: the dense OFA init (k=H keeps every source row exact; k=100 replaces them by a
 # rank-100 approximation, which costs pt/fr/es retrieval before any training) trains embeddings +
 # head with English and Portuguese replayed (40% of the mixture: the share that kept the English
@@ -72,13 +67,13 @@ class StageTimer:
 
 
 def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None, *,
-             steps: int = 60, full: bool = False, languages=DEFAULT_LANGS,
+             steps: int = STEPS, full: bool = False, languages=DEFAULT_LANGS,
              quick: bool = False, docs: pathlib.Path | None = None,
              learning_rate: float = LEARNING_RATE) -> pathlib.Path:
-    from jaxcpt.convert.demo_model import REPORT_FILE, cached_demo_model
+    from jaxcpt.demo.fetch_model import REPORT_FILE, cached_demo_model
     from jaxcpt.data.text_files import shipped_corpus
     from jaxcpt.errors import JaxcptError
-    from jaxcpt.report import EXPORT_JAXCPT, EXPORT_TRANSFORMERS, DemoResults, write_report
+    from jaxcpt.demo.report import EXPORT_JAXCPT, EXPORT_TRANSFORMERS, DemoResults, write_report
 
     out = pathlib.Path(out or "runs/demo")
     langs = tuple(languages)
@@ -120,7 +115,7 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
             results[key] = (stages.eval_stage(model_fn(), tok, langs, corpus, path, sequences,
                                               pairs) if run else json.loads(path.read_text()))
 
-    from jaxcpt.convert.hf import load_hf
+    from jaxcpt.convert.hf_import import load_hf
 
     evaluate("enpt (unadapted)", lambda: load_hf(source_dir),
              load_tokenizer(source_dir))
@@ -159,7 +154,6 @@ def run_demo(out: pathlib.Path | None = None, cache: pathlib.Path | None = None,
     export = json.loads(check_file.read_text())
     # The exported directory scored again from disk, by jaxcpt and by transformers' PyTorch model
     # (same texts, masks and pooling; only the forward passes differ): the two must agree.
-    from jaxcpt.convert.hf import load_hf
     from jaxcpt.eval.torch_peer import TorchPeer
 
     export_dir = out / f"export-{steps}{tag}"

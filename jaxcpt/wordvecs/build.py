@@ -30,7 +30,7 @@ from jaxcpt.data.text_files import read_paragraphs
 from jaxcpt.errors import JaxcptError
 from jaxcpt.files import atomic_write
 from jaxcpt.vocab.corpus import select_locales
-from jaxcpt.vocab import wordvec_units as units
+from jaxcpt.wordvecs import units
 
 
 @dataclasses.dataclass

@@ -35,8 +35,8 @@ def eval_json_path(out: pathlib.Path) -> pathlib.Path:
 
 def cmd_wordvecs(args) -> None:
     from jaxcpt.vocab.corpus import parse_langs
-    from jaxcpt.vocab.wordvec_build import build_word_vectors
-    from jaxcpt.vocab.wordvec_eval import dictionary_files, evaluate_vectors, format_table
+    from jaxcpt.wordvecs.build import build_word_vectors
+    from jaxcpt.wordvecs.evaluate import dictionary_files, evaluate_vectors, format_table
 
     out = pathlib.Path(args.out)
     if out.suffix != ".npz":
@@ -71,9 +71,9 @@ def cmd_wordvecs(args) -> None:
 
 
 def cmd_wordvecs_eval(args) -> None:
-    from jaxcpt.vocab.wordvec_eval import evaluate_vectors, format_table
-    from jaxcpt.vocab.wordvec_units import iso639_3
-    from jaxcpt.vocab.wordvecs import load_word_vectors
+    from jaxcpt.wordvecs.evaluate import evaluate_vectors, format_table
+    from jaxcpt.wordvecs.units import iso639_3
+    from jaxcpt.wordvecs.load import load_word_vectors
 
     report = pathlib.Path(args.json) if args.json else None
     if report is not None:

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import pathlib
 
+from jaxcpt.demo import LEARNING_RATE
 from jaxcpt.files import atomic_write
 
 UNADAPTED = "enpt (unadapted)"
@@ -26,7 +27,7 @@ class DemoResults:
     timings: list[dict]
     total_seconds: float
     vocab: dict  # vocab_report.json of the extension
-    learning_rate: float = 2e-4
+    learning_rate: float = LEARNING_RATE
     recipe_run: str | None = None   # the run trained with the recipe that keeps the source
     recipe_init: str | None = None  # the init it started from (its "step 0")
     recipe_replay_share: float = 0.0

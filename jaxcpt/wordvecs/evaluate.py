@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
-from jaxcpt.vocab.wordvec_units import normalize
+from jaxcpt.wordvecs.units import normalize
 
 
 def key_language(key: str) -> tuple[str, str]:
