@@ -30,7 +30,7 @@ PRESETS = {
 def batches(args, n):
     import numpy as np
 
-    from jaxcpt.train import synthetic
+    from jaxcpt.data import synthetic
 
     rng = np.random.default_rng(0)
     return [synthetic.mlm_batch(rng, batch_size=args.batch, sequence_length=args.seq,
@@ -42,38 +42,37 @@ def run_jax(args) -> dict:
     import jax.numpy as jnp
 
     from jaxcpt import sharding
+    from jaxcpt.families import family_of
     from jaxcpt.models import XLMRConfig
     from jaxcpt.train import metrics, optimizer as opt_lib, partitioning, state as state_lib
+    from jaxcpt.train import train_state
     from jaxcpt.train.data import to_global
-    from jaxcpt.train.objectives import MLM_FIELDS
     from jaxcpt.train.step import make_train_step
 
     cfg = XLMRConfig(**PRESETS[args.preset], max_position_embeddings=args.seq + 2,
                      hidden_dropout=0.0, attention_dropout=0.0)
+    family = family_of(cfg)
     mesh = partitioning.make_mesh(partitioning.MeshConfig())
     setup = state_lib.model_setup(cfg, mesh, jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     optimizer, lr = opt_lib.make_optimizer(opt_lib.OptimizerConfig(warmup_steps=0), setup.abstract_params,
                                            args.steps)
-    shardings = state_lib.state_shardings(setup, optimizer, mesh)
-    params = state_lib.random_params(setup, 0)
-    state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
-                               "opt_state": optimizer.init(p)}, out_shardings=shardings)(params)
-    step = jax.jit(make_train_step(setup.graphdef, optimizer, lr, model_type="xlm-roberta",
+    shardings = train_state.shardings(setup, optimizer, mesh)
+    state = train_state.create(state_lib.random_params(setup, 0), optimizer, shardings)
+    step = jax.jit(make_train_step(setup.graphdef, optimizer, lr, family=family,
                                    num_languages=1, dropout=False),
                    in_shardings=(shardings, None), out_shardings=(shardings, None),
                    donate_argnums=0)
     data = batches(args, 4)
     with sharding.axis_rules(mesh, partitioning.LOGICAL_RULES):
         for i in range(args.warmup):
-            state, m = step(state, to_global(data[i % 4], mesh, MLM_FIELDS))
+            state, m = step(state, to_global(data[i % 4], mesh, family.batch_fields))
         jax.block_until_ready(m["loss"])
         start = time.perf_counter()
         for i in range(args.steps):
-            state, m = step(state, to_global(data[i % 4], mesh, MLM_FIELDS))
+            state, m = step(state, to_global(data[i % 4], mesh, family.batch_fields))
         jax.block_until_ready(m["loss"])
     seconds = time.perf_counter() - start
-    flops = metrics.xlmr_step_flops(cfg, batch_size=args.batch, sequence_length=args.seq,
-                                    masked_per_row=data[0]["masked_positions"].shape[1])
+    flops = family.step_flops(cfg, batch_size=args.batch, sequence_length=args.seq)
     peak = metrics.device_peak_flops(jax.devices()[0])
     return {"side": "jaxcpt", "device": jax.devices()[0].device_kind,
             "tokens_per_s": args.batch * args.seq * args.steps / seconds,

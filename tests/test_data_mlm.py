@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 from data_fixtures import enpt_tokenizer_dir, write_corpus
 from jaxcpt.data import corpus_tasks
 from jaxcpt.data.masking import mask_tokens
-from jaxcpt.data.mlm_batches import default_max_predictions
+from jaxcpt.data.masking import max_predictions
 from jaxcpt.data.pipeline import eval_batches, train_iterator
 from jaxcpt.data.text_files import read_texts
 from jaxcpt.data.tokenizer_info import tokenizer_info
@@ -25,7 +25,7 @@ def test_mlm_statistics_over_many_batches():
     specials = np.asarray(sorted(info.special_ids))
     it = train_iterator("libreoffice_help", tokenizer_dir=tokdir, objective="mlm",
                         sequence_length=L, batch_size=B, seed=0)
-    M = default_max_predictions(L)
+    M = max_predictions(L)
     eligible_total = selected_total = 0
     actions = np.zeros(3)
     for _ in range(60):

@@ -119,7 +119,7 @@ def test_zero_langsamp_embeddings_change_nothing_and_are_not_exported(tmp_path):
     assert sorted(ours) == sorted(theirs)
     for name in ours:
         np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
-    from jaxcpt.convert.xlmr import config_to_hf
+    from jaxcpt.families.xlmr import config_to_hf
 
     assert config_to_hf(cfg, False) == config_to_hf(plain_cfg, False)
     with pytest.raises(ValueError, match="needs lang_ids_BM"):
@@ -167,7 +167,8 @@ def test_langsamp_trains_through_the_loop_resumes_and_exports_a_plain_model(tmp_
     ({"data": DataConfig(mixture="synthetic", sequence_length=16, batch_size=8)},
      "mixture='synthetic' has none"),
     ({"data": DataConfig(mixture="langsamp_check", objective="span_corruption",
-                         sequence_length=24, batch_size=8)}, "needs objective='mlm'"),
+                         sequence_length=24, batch_size=8)},
+     "objective='span_corruption' does not train a xlm-roberta model; use mlm"),
 ])
 def test_langsamp_without_what_it_needs_fails_before_anything_is_written(tmp_path, changes,
                                                                           message):

@@ -73,10 +73,10 @@ def _poison_from(monkeypatch, first_bad_step: int, *, loss_too: bool = False):
         step_fn = real(*args, **kw)
 
         def wrapped(state, batch):
-            bad = state["step"] + 1 >= first_bad_step
+            bad = state.step + 1 >= first_bad_step
             new_state, metrics = step_fn(state, batch)
-            new_state["params"] = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p),
-                                               new_state["params"])
+            new_state = new_state.replace(params=jax.tree.map(
+                lambda p: jnp.where(bad, jnp.nan, p), new_state.params))
             metrics["grad_norm"] = jnp.where(bad, jnp.nan, metrics["grad_norm"])
             if loss_too:
                 metrics["loss"] = jnp.where(bad, jnp.nan, metrics["loss"])

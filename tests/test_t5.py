@@ -265,12 +265,12 @@ def test_every_parameter_has_logical_axes(tmp_path):
 def test_dropout_needs_rngs_and_changes_outputs(tmp_path):
     from flax import nnx
 
-    from jaxcpt.convert import t5 as family
     from jaxcpt.convert.params import build_from_params
+    from jaxcpt.families import family_of
 
     tiny_hf_t5(tmp_path, "t5-v1.0")
     loaded = jaxcpt.load_hf(tmp_path)
-    model = build_from_params(family, loaded.config.replace(dropout_rate=0.3),
+    model = build_from_params(family_of(loaded), loaded.config.replace(dropout_rate=0.3),
                               nnx.to_pure_dict(nnx.state(loaded, nnx.Param)))
     ids, mask, dec_ids, dec_mask = seq2seq_batch(299)
     a = np.asarray(model(ids, mask, dec_ids, dec_mask))

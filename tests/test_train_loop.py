@@ -85,7 +85,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
         def wrapped(state, batch):
             new_state, metrics = step_fn(state, batch)
-            bad = state["step"] >= 5
+            bad = state.step >= 5
             metrics["loss"] = jax.numpy.where(bad, jax.numpy.nan, metrics["loss"])
             return new_state, metrics
         return wrapped

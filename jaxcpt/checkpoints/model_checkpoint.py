@@ -21,8 +21,9 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxcpt.convert import hf_files
-from jaxcpt.convert.params import build_from_params, family_for, family_of
+from jaxcpt.convert.params import build_from_params
 from jaxcpt.errors import JaxcptError
+from jaxcpt.families import family_of, get_family
 from jaxcpt.files import fresh_output_dir
 
 FORMAT_VERSION = 1
@@ -86,8 +87,8 @@ def read_metadata(path) -> dict:
 def load_checkpoint(path, dtype=jnp.float32, *, param_dtype=jnp.float32) -> nnx.Module:
     path = pathlib.Path(path).absolute()
     metadata = read_metadata(path)
-    family = family_for(metadata.get("model_type"), str(path / METADATA_FILE))
-    cfg = family.CONFIG_CLASS(**metadata["config"])
+    family = get_family(metadata.get("model_type"), str(path / METADATA_FILE))
+    cfg = family.config_class(**metadata["config"])
     if not (path / "params").is_dir():
         raise JaxcptError(f"{path / 'params'}: missing; the checkpoint is incomplete")
     checkpointer = ocp.PyTreeCheckpointer()

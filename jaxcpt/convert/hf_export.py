@@ -16,8 +16,9 @@ import numpy as np
 from flax import nnx
 
 from jaxcpt.convert import hf_files
-from jaxcpt.convert.params import family_of, get_path, map_tree, set_path
+from jaxcpt.convert.params import get_path, map_tree, set_path
 from jaxcpt.errors import JaxcptError
+from jaxcpt.families import family_of
 from jaxcpt.files import fresh_output_dir
 
 
@@ -28,8 +29,8 @@ def export_tensors(model: nnx.Module, *, keep_factors: bool = False) -> tuple[di
     params = map_tree(nnx.to_pure_dict(nnx.state(model, nnx.Param)),
                        lambda x: np.asarray(x, np.float32))
     if cfg.num_primitives is not None and not keep_factors:
-        word = get_path(params, family.WORD_EMBEDDING_PATH)
-        set_path(params, family.WORD_EMBEDDING_PATH,
+        word = get_path(params, family.word_embedding_path)
+        set_path(params, family.word_embedding_path,
                   {"embedding": word["coordinates"] @ word["primitives"]})
         cfg = cfg.replace(num_primitives=None)
     tensors = {family.hf_prefix(spec.hf_name): np.ascontiguousarray(spec.to_hf(get_path(params, spec.path)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pathlib
 import sys
-from types import ModuleType
 from typing import Any
 
 import jax.numpy as jnp
@@ -16,8 +15,9 @@ import numpy as np
 from flax import nnx
 
 from jaxcpt.convert import hf_files
-from jaxcpt.convert.params import build_from_params, family_for, set_path
+from jaxcpt.convert.params import build_from_params, set_path
 from jaxcpt.errors import JaxcptError
+from jaxcpt.families import Family, get_family
 
 
 def load_hf(path, dtype=jnp.float32, *, param_dtype=jnp.float32, init_missing_head: bool = False,
@@ -30,13 +30,13 @@ def load_hf(path, dtype=jnp.float32, *, param_dtype=jnp.float32, init_missing_he
     """
     path = pathlib.Path(path)
     hf_config = hf_files.read_config(path)
-    family = family_for(hf_config.get("model_type"), str(path / "config.json"))
+    family = get_family(hf_config.get("model_type"), str(path / "config.json"))
     cfg = family.config_from_hf(hf_config, str(path / "config.json"))
     tensors = family.strip_prefix(hf_files.read_tensors(path))
     cfg = family.config_from_tensors(cfg, tensors, str(path))  # e.g. T5: is the head tied?
     with_head = family.has_head(tensors)
     if not with_head and not init_missing_head:
-        raise JaxcptError(f"{path}: checkpoint has no MLM head ({family.HEAD_PREFIX}*); pass "
+        raise JaxcptError(f"{path}: checkpoint has no MLM head ({family.head_prefix}*); pass "
                           "init_missing_head=True (CLI: --init-head) to start from a fresh head")
     specs = family.tensor_specs(cfg, with_head=with_head)
     for spec in specs:
@@ -49,7 +49,7 @@ def load_hf(path, dtype=jnp.float32, *, param_dtype=jnp.float32, init_missing_he
                               "from config.json")
     known = {spec.hf_name for spec in specs}
     extras = sorted(n for n in tensors if n not in known
-                    and not n.startswith(family.IGNORED_PREFIXES))
+                    and not n.startswith(family.ignored_prefixes))
     if extras:
         print(f"jaxcpt: ignoring {len(extras)} unexpected tensor(s) in {path}: "
               f"{', '.join(extras[:10])}{' ...' if len(extras) > 10 else ''}", file=sys.stderr)
@@ -61,8 +61,8 @@ def load_hf(path, dtype=jnp.float32, *, param_dtype=jnp.float32, init_missing_he
     return build_from_params(family, cfg, params, dtype=dtype, param_dtype=param_dtype)
 
 
-def fresh_head_params(family: ModuleType, cfg: Any, seed: int) -> dict:
-    model = nnx.eval_shape(lambda: family.MODEL_CLASS(cfg, rngs=nnx.Rngs(0)))
+def fresh_head_params(family: Family, cfg: Any, seed: int) -> dict:
+    model = nnx.eval_shape(lambda: family.model_class(cfg, rngs=nnx.Rngs(0)))
     head_cls = type(model.head)
     head = head_cls(cfg, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
     return nnx.to_pure_dict(nnx.state(head, nnx.Param))

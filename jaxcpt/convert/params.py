@@ -1,41 +1,19 @@
-"""What conversion needs from a model family: the family of a config, a model from a parameter tree.
-
-A family is a module (`jaxcpt.convert.xlmr`, `jaxcpt.convert.t5`) naming its HF `MODEL_TYPES`, config
-and model classes and its tensor table; parameter trees are nested like `nnx.to_pure_dict`.
-"""
+"""Parameter trees (nested like `nnx.to_pure_dict`) and the model of a family built from one."""
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcpt.convert import t5, xlmr
 from jaxcpt.errors import JaxcptError
+from jaxcpt.families import Family
 
-FAMILIES: dict[str, ModuleType] = {t: family for family in (xlmr, t5) for t in family.MODEL_TYPES}
-
-
-def family_for(model_type: str | None, source: str) -> ModuleType:
-    if model_type is None:
-        raise JaxcptError(f"{source}: config has no 'model_type'; "
-                          f"expected one of {', '.join(sorted(FAMILIES))}")
-    if model_type not in FAMILIES:
-        raise JaxcptError(f"{source}: unknown model_type {model_type!r}; "
-                          f"supported: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[model_type]
-
-
-def family_of(model: nnx.Module) -> ModuleType:
-    return family_for(model.config.model_type, type(model).__name__)
-
-
-def build_from_params(family: ModuleType, cfg: Any, params: dict, *, dtype=jnp.float32,
+def build_from_params(family: Family, cfg: Any, params: dict, *, dtype=jnp.float32,
                       param_dtype=jnp.float32) -> nnx.Module:
     """A model whose parameters are `params` (nested like nnx.to_pure_dict), without random init."""
-    abstract = nnx.eval_shape(lambda: family.MODEL_CLASS(cfg, dtype=dtype, param_dtype=param_dtype,
+    abstract = nnx.eval_shape(lambda: family.model_class(cfg, dtype=dtype, param_dtype=param_dtype,
                                                          rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     expected = {path for path, _ in nnx.to_flat_state(state)}

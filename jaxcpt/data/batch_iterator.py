@@ -29,6 +29,11 @@ class BatchIterator:
         self._thread = None
         self._open((0, 0), batches=0)
 
+    @property
+    def target_length(self) -> int | None:
+        """Decoder length of seq2seq batches (derived from the objective), None for MLM."""
+        return getattr(self.batcher, "target_length", None)
+
     def _open(self, position: tuple[int, int], batches: int) -> None:
         self.close()
         self._stream = self._open_stream(position)

@@ -6,10 +6,19 @@ packed row (the training pipeline) and optionally selects whole words. Both shar
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MASK_RATE = 0.15
 MASK_FRACTION, RANDOM_FRACTION = 0.8, 0.1   # the rest (10%) keeps the original token
+
+
+def max_predictions(sequence_length: int) -> int:
+    """Masked-position slots per row (M): 15% of the row rounded up plus a 2% margin (at least
+    one), so whole-word masking and rounding never run out. The one budget for the data
+    pipeline, evaluation, the head warm-up, synthetic batches and the FLOPs count."""
+    return math.ceil(MASK_RATE * sequence_length) + max(1, math.ceil(0.02 * sequence_length))
 
 
 def num_to_mask(num_eligible: int, rate: float = MASK_RATE) -> int:

@@ -14,17 +14,12 @@ the segment's tokens before masking.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from jaxcpt.data import scripts
+from jaxcpt.data import masking
 from jaxcpt.data.masking import MASK_RATE, choose_positions, corrupt_selected, num_to_mask
 from jaxcpt.data.tokenizer_info import TokenizerInfo
-
-
-def default_max_predictions(sequence_length: int) -> int:
-    return math.ceil(MASK_RATE * sequence_length) + max(1, math.ceil(0.02 * sequence_length))
 
 
 class MLMBatcher:
@@ -33,7 +28,7 @@ class MLMBatcher:
                  word_start_V: np.ndarray | None = None, script_V: np.ndarray | None = None):
         self.info, self.length, self.batch_size, self.pack = info, sequence_length, batch_size, pack
         self.mask_id = info.require_mask()
-        self.max_predictions = max_predictions or default_max_predictions(sequence_length)
+        self.max_predictions = max_predictions or masking.max_predictions(sequence_length)
         self.mask_rate = mask_rate
         self.word_start_V = word_start_V
         self.script_V = script_V

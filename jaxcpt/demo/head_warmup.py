@@ -18,8 +18,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcpt.data.masking import mask_tokens
-from jaxcpt.eval.mlm import max_predictions, text_sequences
+from jaxcpt.data.masking import mask_tokens, max_predictions
+from jaxcpt.eval.mlm import text_sequences
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,8 @@ import json
 import pathlib
 
 from jaxcpt.convert import hf_files
-from jaxcpt.convert import xlmr as xlmr_family
 from jaxcpt.errors import JaxcptError
+from jaxcpt.families import get_family, registered
 from jaxcpt.tokenizer_loader import load_tokenizer
 
 
@@ -71,8 +71,8 @@ def load_eval_model(path) -> EvalModel:
     else:
         _require_encoder(hf_files.read_config(path).get("model_type"), path / "config.json")
         tokenizer = _load_tokenizer(path, path)
-        names = dict.fromkeys(_tensor_names(path))
-        has_head = xlmr_family.has_head(xlmr_family.strip_prefix(names))
+        family = get_family(hf_files.read_config(path).get("model_type"), str(path))
+        has_head = family.has_head(family.strip_prefix(dict.fromkeys(_tensor_names(path))))
         model = load_hf(path, init_missing_head=not has_head)
     if model.config.vocab_size < len(tokenizer):
         raise JaxcptError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model only "
@@ -81,9 +81,10 @@ def load_eval_model(path) -> EvalModel:
 
 
 def _require_encoder(model_type, source: pathlib.Path) -> None:
-    if model_type not in xlmr_family.MODEL_TYPES:
+    evaluable = sorted(t for t, family in registered().items() if family.mlm_eval)
+    if model_type not in evaluable:
         raise JaxcptError(f"{source}: model_type {model_type!r} is not supported by eval "
-                          f"(supported: {', '.join(xlmr_family.MODEL_TYPES)})")
+                          f"(supported: {', '.join(evaluable)})")
 
 
 def _load_tokenizer(tok_dir: pathlib.Path | None, model_dir: pathlib.Path):

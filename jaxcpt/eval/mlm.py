@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from jaxcpt.data.masking import MASK_RATE, mask_tokens
+from jaxcpt.data.masking import mask_tokens, max_predictions
 from jaxcpt.errors import JaxcptError
 from jaxcpt.eval.forward import masked_token_stats, pad_rows, split_model
 from jaxcpt.eval.loading import TokenSpec
@@ -41,10 +41,6 @@ def text_sequences(tokenizer, texts: list[str], seq_len: int,
     bos_S1 = np.full((rows, 1), tokenizer.bos_token_id, np.int32)
     eos_S1 = np.full((rows, 1), tokenizer.eos_token_id, np.int32)
     return np.concatenate([bos_S1, body_SL, eos_S1], axis=1)
-
-
-def max_predictions(seq_len: int) -> int:
-    return int(round(MASK_RATE * (seq_len - 2))) + 1
 
 
 def mask_sequences(ids_SL: np.ndarray, tokens: TokenSpec, seed: int):

@@ -108,9 +108,9 @@ def target_params(params: dict, family, cfg_t, result: InitResult, source_vocab:
     """The source parameter tree with every vocabulary-sized parameter replaced for the target."""
     rows = cfg_t.padded_vocab_size
     node = params
-    for key in family.WORD_EMBEDDING_PATH[:-1]:
+    for key in family.word_embedding_path[:-1]:
         node = node[key]
-    last = family.WORD_EMBEDDING_PATH[-1]
+    last = family.word_embedding_path[-1]
     if result.primitives is None:
         node[last] = {"embedding": _padded(result.embeddings, rows)}
     else:
@@ -141,7 +141,8 @@ def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str
     a jaxcpt checkpoint always keeps the factors."""
     from jaxcpt.checkpoints.model_checkpoint import save_checkpoint
     from jaxcpt.convert.hf_export import save_hf
-    from jaxcpt.convert.params import build_from_params, family_of
+    from jaxcpt.convert.params import build_from_params
+    from jaxcpt.families import family_of
     from jaxcpt.files import ensure_new_dir, fresh_output_dir
     from jaxcpt.wordvecs.load import check_word_vectors_path
 
@@ -177,7 +178,7 @@ def init_embeddings_checkpoint(model_path, target_tokenizer, out, *, method: str
 
     params = _pure_params(model)
     word = params
-    for key in family.WORD_EMBEDDING_PATH:
+    for key in family.word_embedding_path:
         word = word[key]
     dense = word["embedding"] if "embedding" in word else word["coordinates"] @ word["primitives"]
     output = params["lm_head"]["embedding"][:num_source] if "lm_head" in params else None

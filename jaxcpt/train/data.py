@@ -13,7 +13,8 @@ import jax
 import numpy as np
 
 from jaxcpt.errors import JaxcptError
-from jaxcpt.train import partitioning, synthetic
+from jaxcpt.families import family_of
+from jaxcpt.train import partitioning
 from jaxcpt.train.config import DataConfig
 
 
@@ -35,15 +36,9 @@ class SyntheticIterator:
         rng = np.random.default_rng([self.seed, self.count])
         self.count += 1
         total = self.batch_size * jax.process_count()
-        if self.model_cfg.model_type in ("t5", "mt5"):
-            batch = synthetic.seq2seq_batch(
-                rng, batch_size=total, sequence_length=self.cfg.sequence_length,
-                target_length=self.cfg.target_length or max(self.cfg.sequence_length // 4, 2),
-                vocab_size=self.model_cfg.vocab_size)
-        else:
-            batch = synthetic.mlm_batch(rng, batch_size=total,
-                                        sequence_length=self.cfg.sequence_length,
-                                        vocab_size=self.model_cfg.vocab_size)
+        batch = family_of(self.model_cfg).synthetic_batch(
+            rng, self.model_cfg, batch_size=total, sequence_length=self.cfg.sequence_length,
+            target_length=self.cfg.target_length)
         rows = slice(jax.process_index() * self.batch_size, (jax.process_index() + 1) * self.batch_size)
         return {name: value[rows] for name, value in batch.items()}
 
@@ -216,6 +211,6 @@ def to_global(batch: dict, mesh, fields: tuple[str, ...]) -> dict:
     missing = [f for f in fields if f not in batch]
     if missing:
         raise JaxcptError(f"data batch lacks {', '.join(missing)}: the objective does not match "
-                          "the model family (mlm for XLM-R, span_corruption/ul2 for T5)")
+                          "the model family (DataConfig.objective)")
     return {f: jax.make_array_from_process_local_data(
         partitioning.batch_sharding(mesh, batch[f].ndim), np.asarray(batch[f])) for f in fields}

@@ -22,16 +22,17 @@ import numpy as np
 from etils import epath
 
 from jaxcpt import sharding
+from jaxcpt.checkpoints.run_checkpoints import Checkpoints
 from jaxcpt.errors import JaxcptError
+from jaxcpt.families import Family, family_of
 from jaxcpt.train import data as train_data
 from jaxcpt.train import metrics as train_metrics
 from jaxcpt.train import optimizer as opt_lib
-from jaxcpt.train import partitioning, preemption, run_dir, state as state_lib
-from jaxcpt.checkpoints.run_checkpoints import Checkpoints
+from jaxcpt.train import partitioning, preemption, run_dir, state as state_lib, train_state
 from jaxcpt.train.config import TrainConfig
 from jaxcpt.train.guard import RegressionGuard
-from jaxcpt.train.objectives import batch_fields, tokens_in
-from jaxcpt.train.step import init_state, make_eval_step, make_train_step
+from jaxcpt.train.step import make_eval_step, make_train_step
+from jaxcpt.train.train_state import TrainState
 
 
 class NonFiniteLoss(JaxcptError):
@@ -47,14 +48,18 @@ class _Parts:
     setup: state_lib.ModelSetup
     optimizer: Any
     lr: Any
-    shardings: dict
-    abstract: dict
+    shardings: TrainState  # of NamedShardings
+    abstract: TrainState   # of ShapeDtypeStructs
     iterator: Any
     eval_sets: dict
     initial_params: dict | None
     new_rows: Any  # [padded V] bool: rows of tokens the source model lacked ("new_rows" stages)
     guard: RegressionGuard | None
     tokenizer: str | None  # HF tokenizer directory of the data (None: synthetic batches)
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.model_cfg)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -82,6 +87,7 @@ def train(cfg: TrainConfig, run_files: dict[str, str] | None = None) -> dict:
 
 def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
     model_cfg = state_lib.source_config(cfg.init_from, cfg.model)
+    _check_objective(cfg, model_cfg)
     mesh = partitioning.make_mesh(cfg.mesh)
     partitioning.check_batch_divisible(cfg.data.batch_size, mesh)
     if cfg.data.batch_size % cfg.accumulation_steps:
@@ -94,8 +100,8 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
     model_cfg = _with_langsamp(cfg, model_cfg)
     setup = state_lib.model_setup(model_cfg, mesh, state_lib.compute_dtype(cfg.dtype))
     optimizer, lr = opt_lib.make_optimizer(cfg.optimizer, setup.abstract_params, cfg.steps)
-    shardings = state_lib.state_shardings(setup, optimizer, mesh)
-    abstract = state_lib.abstract_state(setup, optimizer, shardings)
+    shardings = train_state.shardings(setup, optimizer, mesh)
+    abstract = train_state.abstract(setup, optimizer, shardings)
     phases = {cfg.trainable} | ({cfg.warm_trainable} if cfg.warm_steps else set())
     for phase in phases:
         opt_lib.check_trainable(phase)
@@ -119,19 +125,23 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
                   eval_sets, initial_params, new_rows, guard, tokenizer)
 
 
+def _check_objective(cfg: TrainConfig, model_cfg) -> None:
+    family = family_of(model_cfg)
+    if cfg.data.mixture != "synthetic" and cfg.data.objective not in family.objectives:
+        raise JaxcptError(f"DataConfig.objective={cfg.data.objective!r} does not train a "
+                          f"{model_cfg.model_type} model; use {' or '.join(family.objectives)}")
+
+
 def _with_langsamp(cfg: TrainConfig, model_cfg):
     """The model config with LangSAMP's table sizes: one language row per mixture language and
     one per script when `cfg.langsamp`, none otherwise (also for a source trained with them)."""
-    if not hasattr(model_cfg, "langsamp_languages"):
+    if not family_of(model_cfg).supports_langsamp:
         if cfg.langsamp:
             raise JaxcptError(f"LangSAMP is implemented for MLM encoders (XLM-R), not "
                               f"{model_cfg.model_type}; set TrainConfig.langsamp=False")
         return model_cfg
     if not cfg.langsamp:
         return model_cfg.replace(langsamp_languages=0, langsamp_scripts=0)
-    if cfg.data.objective != "mlm":
-        raise JaxcptError(f"LangSAMP adds its embeddings before the MLM head: it needs "
-                          f"objective='mlm', not {cfg.data.objective!r}")
     from jaxcpt.data.scripts import SCRIPTS
 
     return model_cfg.replace(langsamp_languages=len(train_data.mixture_languages(cfg.data)),
@@ -153,19 +163,18 @@ def _run(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, run_files: dict
     ckpts = Checkpoints(model_dir, cfg.checkpoint, settings=dataclasses.asdict(cfg.optimizer))
     try:
         fresh_opt_state = jax.jit(parts.optimizer.init,
-                                  out_shardings=parts.shardings["opt_state"])
-        restored = ckpts.restore_latest(parts.abstract, reset_optimizer=cfg.reset_optimizer,
+                                  out_shardings=parts.shardings.opt_state)
+        restored = ckpts.restore_latest(parts.abstract.as_dict(),
+                                        reset_optimizer=cfg.reset_optimizer,
                                         fresh_opt_state=fresh_opt_state)
         if restored is not None:
-            state, start = restored.state, restored.step
+            state, start = TrainState.from_dict(restored.state), restored.step
             parts.iterator.set_state(restored.data_state)
             print(f"jaxcpt train: resumed from {model_dir}/checkpoints/{start}", flush=True)
         elif parts.initial_params is None:
             raise JaxcptError(f"{model_dir}: its checkpoints disappeared while starting")
         else:
-            optimizer = parts.optimizer
-            state = jax.jit(lambda p: init_state(p, optimizer),
-                            out_shardings=parts.shardings)(parts.initial_params)
+            state = train_state.create(parts.initial_params, parts.optimizer, parts.shardings)
             start = 0
         if preemption.requested():
             return _preempted_in_setup()
@@ -177,22 +186,22 @@ def _run(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, run_files: dict
 
 
 def _step_functions(cfg: TrainConfig, parts: _Parts):
-    model_type = parts.model_cfg.model_type
+    family = parts.family
     cache = {}
 
     def step_fn(phase: str):
         if phase not in cache:
-            mask = opt_lib.trainable_mask(parts.setup.abstract_params, model_type, phase,
+            mask = opt_lib.trainable_mask(parts.setup.abstract_params, family, phase,
                                           new_rows=parts.new_rows)
             fn = make_train_step(parts.setup.graphdef, parts.optimizer, parts.lr,
-                                 model_type=model_type, num_languages=max(len(parts.languages), 1),
+                                 family=family, num_languages=max(len(parts.languages), 1),
                                  accumulation_steps=cfg.accumulation_steps, trainable=mask,
                                  dropout=cfg.dropout, seed=cfg.seed)
             cache[phase] = jax.jit(fn, in_shardings=(parts.shardings, None),
                                    out_shardings=(parts.shardings, None), donate_argnums=0)
         return cache[phase]
 
-    eval_fn = jax.jit(make_eval_step(parts.setup.graphdef, model_type=model_type,
+    eval_fn = jax.jit(make_eval_step(parts.setup.graphdef, family=family,
                                      num_languages=max(len(parts.languages), 1)))
     return step_fn, eval_fn
 
@@ -200,12 +209,12 @@ def _step_functions(cfg: TrainConfig, parts: _Parts):
 def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpoints, state,
           start: int) -> dict:
     step_fn, eval_fn = _step_functions(cfg, parts)
-    model_type, mesh, iterator = parts.model_cfg.model_type, parts.mesh, parts.iterator
-    fields = batch_fields(model_type, langsamp=cfg.langsamp)
+    family, mesh, iterator = parts.family, parts.mesh, parts.iterator
+    fields = family.fields(langsamp=cfg.langsamp)
     writer = train_metrics.MetricsWriter(model_dir, total_steps=cfg.steps, start_step=start,
                                          enabled=jax.process_index() == 0,
                                          tensorboard=cfg.tensorboard)
-    flops_per_step = _flops_per_step(cfg, parts.model_cfg)
+    flops_per_step = _flops_per_step(cfg, parts)
     peak = train_metrics.device_peak_flops(jax.devices()[0])
     single_process = jax.process_count() == 1
     pending, history, evals = [], [], {}
@@ -215,7 +224,7 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
     guard = parts.guard
 
     def evaluate_now() -> dict:
-        results = _evaluate(eval_fn, state["params"], parts.eval_sets, mesh, fields)
+        results = _evaluate(eval_fn, state.params, parts.eval_sets, mesh, fields)
         if guard is not None and guard.needs_baseline():
             guard.set_baseline(step, results, write=jax.process_index() == 0)
         shown = dict(results)
@@ -237,14 +246,14 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
                 if (single_process and preemption.requested()) or ckpts.reached_preemption(step):
                     _flush(pending, step - len(pending), parts.languages, history, writer)
                     if step not in ckpts.steps():
-                        ckpts.save(step, state, iterator.get_state(), force=True)
+                        ckpts.save(step, state.as_dict(), iterator.get_state(), force=True)
                     ckpts.wait()
                     print(f"jaxcpt train: preempted; saved step {step} to {model_dir}; exiting",
                           flush=True)
                     summary["preempted"] = True
                     break
                 host_batch = next(iterator)
-                tokens += tokens_in(host_batch, model_type)
+                tokens += family.tokens_in(host_batch)
                 phase = cfg.warm_trainable if step < cfg.warm_steps else cfg.trainable
                 state, m = step_fn(phase)(state, train_data.to_global(host_batch, mesh, fields))
                 pending.append(m)
@@ -264,14 +273,14 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
                         writer.console(step, {k: v for k, v in shown.items() if "/" not in k})
                         tokens, window_start, window_step = 0, time.time(), step
                 if saving:
-                    ckpts.save(step, state, iterator.get_state(), force=step == cfg.steps)
+                    ckpts.save(step, state.as_dict(), iterator.get_state(), force=step == cfg.steps)
                 if parts.eval_sets and ((cfg.eval_every and step % cfg.eval_every == 0)
                                         or step == cfg.steps):
                     evals = evaluate_now()
                     print("eval " + "  ".join(f"{k} {v:.4f}" for k, v in evals.items()), flush=True)
                     if summary["guard_stopped"]:
                         if step not in ckpts.steps():
-                            ckpts.save(step, state, iterator.get_state(), force=True)
+                            ckpts.save(step, state.as_dict(), iterator.get_state(), force=True)
                         ckpts.wait()
                         print(f"jaxcpt train: stopped by the regression guard: "
                               f"{summary['guard_message']}; saved step {step} to {model_dir}",
@@ -329,14 +338,9 @@ def _evaluate(eval_fn, params, eval_sets: dict, mesh, fields) -> dict[str, float
     return results
 
 
-def _flops_per_step(cfg: TrainConfig, model_cfg) -> float | None:
-    d = cfg.data
-    if model_cfg.model_type in ("t5", "mt5"):
-        return train_metrics.t5_step_flops(model_cfg, batch_size=d.batch_size,
-                                           sequence_length=d.sequence_length,
-                                           target_length=d.target_length or d.sequence_length // 4)
-    from jaxcpt.train.synthetic import max_predictions
-
-    return train_metrics.xlmr_step_flops(model_cfg, batch_size=d.batch_size,
-                                         sequence_length=d.sequence_length,
-                                         masked_per_row=max_predictions(d.sequence_length))
+def _flops_per_step(cfg: TrainConfig, parts: _Parts) -> float:
+    """Model FLOPs of one step at the shapes the data actually has (a seq2seq pipeline derives
+    its target length from the objective)."""
+    target = getattr(parts.iterator, "target_length", None) or cfg.data.target_length
+    return parts.family.step_flops(parts.model_cfg, batch_size=cfg.data.batch_size,
+                                   sequence_length=cfg.data.sequence_length, target_length=target)

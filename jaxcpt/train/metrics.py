@@ -30,34 +30,6 @@ def device_peak_flops(device) -> float | None:
     return None
 
 
-def xlmr_step_flops(cfg, *, batch_size: int, sequence_length: int, masked_per_row: int) -> float:
-    """Training FLOPs (forward + backward = 3× forward) of one MLM step on full rows."""
-    h, f, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-    tokens = batch_size * sequence_length
-    block_params = layers * (4 * h * h + 2 * h * f)
-    attention = layers * 2 * 2 * sequence_length * h  # QKᵀ and PV per token (multiply-adds × 2)
-    k = cfg.num_primitives
-    vocab = cfg.padded_vocab_size * (k if k else h) + (k * h if k else 0)
-    head = h * h + vocab
-    forward = 2 * tokens * block_params + tokens * attention + 2 * batch_size * masked_per_row * head
-    return 3.0 * forward
-
-
-def t5_step_flops(cfg, *, batch_size: int, sequence_length: int, target_length: int) -> float:
-    h, f, n, d = cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.d_kv
-    ffn = (3 if cfg.feed_forward_proj.startswith("gated") else 2) * h * f
-    attn = 4 * h * n * d
-    enc_tokens, dec_tokens = batch_size * sequence_length, batch_size * target_length
-    k = cfg.num_primitives
-    vocab = cfg.padded_vocab_size * (k if k and cfg.tie_word_embeddings else h)
-    forward = (2 * enc_tokens * cfg.num_layers * (attn + ffn)
-               + 2 * dec_tokens * cfg.decoder_layers * (2 * attn + ffn)
-               + enc_tokens * cfg.num_layers * 4 * sequence_length * n * d
-               + dec_tokens * cfg.decoder_layers * 4 * (target_length + sequence_length) * n * d
-               + 2 * dec_tokens * vocab)
-    return 3.0 * forward
-
-
 class MetricsWriter:
     """TensorBoard event files (process 0 only) + a console line with a progress bar and ETA.
 

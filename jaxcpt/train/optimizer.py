@@ -15,12 +15,6 @@ import optax
 
 from jaxcpt.errors import JaxcptError
 
-# Parameter-path prefixes of the word embedding (dense rows or OFA coordinates/primitives) and of
-# the output head, per model family.
-EMBEDDING_PREFIXES = {"xlm-roberta": (("embeddings", "word"),), "roberta": (("embeddings", "word"),),
-                      "t5": (("shared",),), "mt5": (("shared",),)}
-HEAD_PREFIXES = {"xlm-roberta": (("head",),), "roberta": (("head",),),
-                 "t5": (("lm_head",),), "mt5": (("lm_head",),)}
 TRAINABLE = ("all", "embeddings", "embeddings_and_head", "new_rows")
 # Vocabulary-indexed leaves under the embedding/head prefixes: rows are tokens.
 VOCAB_ROW_KEYS = ("embedding", "coordinates", "bias")
@@ -131,7 +125,7 @@ def check_trainable(trainable: str) -> None:
         raise JaxcptError(f"trainable={trainable!r}: use one of {', '.join(TRAINABLE)}")
 
 
-def trainable_mask(params: dict, model_type: str, trainable: str,
+def trainable_mask(params: dict, family, trainable: str,
                    new_rows: np.ndarray | None = None) -> dict | None:
     """Per parameter: True (trains), False (frozen) or a row mask (rows of the vocabulary axis,
     True = trains, shaped to broadcast against the parameter); None means everything trains.
@@ -144,9 +138,9 @@ def trainable_mask(params: dict, model_type: str, trainable: str,
     check_trainable(trainable)
     if trainable == "all":
         return None
-    prefixes = EMBEDDING_PREFIXES[model_type]
+    prefixes = (family.word_embedding_path,)  # dense rows or OFA coordinates/primitives
     if trainable in ("embeddings_and_head", "new_rows"):
-        prefixes = prefixes + HEAD_PREFIXES[model_type]
+        prefixes = prefixes + family.head_paths
     if trainable == "new_rows" and new_rows is None:
         raise JaxcptError("trainable='new_rows' needs the source vocabulary: set "
                           "TrainConfig.source_tokenizer (or init_from a directory written by "

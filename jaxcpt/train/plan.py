@@ -14,8 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import AbstractMesh, NamedSharding
 
-from jaxcpt.convert.params import FAMILIES
-from jaxcpt.errors import JaxcptError
+from jaxcpt.families import get_family
 from jaxcpt.train import partitioning
 from jaxcpt.train.config import TrainConfig
 
@@ -39,10 +38,8 @@ def build_plan(cfg: TrainConfig, num_devices: int | None = None) -> Plan:
     shape = cfg.mesh.shape(devices)
     mesh = AbstractMesh(shape, partitioning.MESH_AXES)
     partitioning.check_batch_divisible(cfg.data.batch_size, mesh)
-    family = FAMILIES.get(model_cfg.model_type)
-    if family is None:
-        raise JaxcptError(f"model_type {model_cfg.model_type!r} is not supported")
-    abstract = nnx.eval_shape(lambda: family.MODEL_CLASS(
+    family = get_family(model_cfg.model_type, "the model config")
+    abstract = nnx.eval_shape(lambda: family.model_class(
         model_cfg, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0)))
     _, state = nnx.split(abstract)
     specs = partitioning.param_specs(state)

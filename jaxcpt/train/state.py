@@ -17,8 +17,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from jaxcpt.convert.params import FAMILIES
 from jaxcpt.errors import JaxcptError
+from jaxcpt.families import family_of, get_family
 from jaxcpt.train import partitioning
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -65,20 +65,17 @@ def source_config(init_from: str | None, model_config) -> Any:
 def _config_of(path: pathlib.Path):
     from jaxcpt.checkpoints import model_checkpoint
     from jaxcpt.convert import hf_files
-    from jaxcpt.convert.params import family_for
-
     if is_run_dir(path):
         return config_from_run_file(path)
     if model_checkpoint.is_checkpoint(path):
         meta = model_checkpoint.read_metadata(path)
-        family = family_for(meta.get("model_type"), str(path))
-        return family.CONFIG_CLASS(**meta["config"])
+        return get_family(meta.get("model_type"), str(path)).config_class(**meta["config"])
     hf = hf_files.read_config(path)
-    family = family_for(hf.get("model_type"), str(path / "config.json"))
+    family = get_family(hf.get("model_type"), str(path / "config.json"))
     cfg = family.config_from_hf(hf, str(path / "config.json"))
-    if family.__name__.endswith(".t5"):  # tied or untied head depends on the tensors present
-        head_tensors = hf_files.read_tensors(path, only=("lm_head.weight", "shared.weight"))
-        cfg = family.config_from_tensors(cfg, family.strip_prefix(head_tensors), str(path))
+    if family.config_tensors:  # e.g. T5: tied or untied head depends on the tensors present
+        tensors = hf_files.read_tensors(path, only=family.config_tensors)
+        cfg = family.config_from_tensors(cfg, family.strip_prefix(tensors), str(path))
     return cfg
 
 
@@ -88,15 +85,13 @@ RUN_FILE = "jaxcpt_run.json"
 def config_from_run_file(run_dir: pathlib.Path):
     import json
 
-    from jaxcpt.convert.params import family_for
-
     meta = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-    return family_for(meta["model_type"], str(run_dir)).CONFIG_CLASS(**meta["config"])
+    return get_family(meta["model_type"], str(run_dir)).config_class(**meta["config"])
 
 
 def model_setup(cfg, mesh: Mesh, dtype) -> ModelSetup:
-    family = FAMILIES[cfg.model_type]
-    abstract = nnx.eval_shape(lambda: family.MODEL_CLASS(cfg, dtype=dtype, param_dtype=jnp.float32,
+    family = family_of(cfg)
+    abstract = nnx.eval_shape(lambda: family.model_class(cfg, dtype=dtype, param_dtype=jnp.float32,
                                                          rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     specs = partitioning.param_specs(state)
@@ -108,10 +103,10 @@ def model_setup(cfg, mesh: Mesh, dtype) -> ModelSetup:
 
 
 def random_params(setup: ModelSetup, seed: int) -> dict:
-    family = FAMILIES[setup.config.model_type]
+    family = family_of(setup.config)
 
     def init():
-        model = family.MODEL_CLASS(setup.config, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
+        model = family.model_class(setup.config, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
         return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     return jax.jit(init, out_shardings=setup.param_shardings)()
@@ -181,7 +176,7 @@ def run_model(run_dir, dtype=jnp.float32):
     LangSAMP's embeddings are training-only: the model comes without them, as it is exported."""
     import json
 
-    from jaxcpt.convert.params import build_from_params, family_for
+    from jaxcpt.convert.params import build_from_params
 
     run_dir = pathlib.Path(run_dir)
     if not is_run_dir(run_dir):
@@ -191,7 +186,7 @@ def run_model(run_dir, dtype=jnp.float32):
         cfg = cfg.replace(langsamp_languages=0, langsamp_scripts=0)
     setup = model_setup(cfg, partitioning.make_mesh(partitioning.MeshConfig()), dtype)
     params = jax.device_get(run_params(setup, run_dir))
-    model = build_from_params(family_for(cfg.model_type, str(run_dir)), cfg, params, dtype=dtype)
+    model = build_from_params(get_family(cfg.model_type, str(run_dir)), cfg, params, dtype=dtype)
     tokenizer = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("tokenizer")
     return model, tokenizer
 
@@ -205,21 +200,3 @@ def _check_shapes(host: dict, abstract: dict, source: str) -> None:
             raise JaxcptError(f"{source}: parameter {name} has shape "
                               f"{None if got is None else tuple(got.shape)}, the run's model "
                               f"expects {tuple(spec.shape)}")
-
-
-def state_shardings(setup: ModelSetup, optimizer, mesh: Mesh) -> dict:
-    replicated = partitioning.replicated(mesh)
-    abstract_opt = jax.eval_shape(optimizer.init, setup.abstract_params)
-    import optax
-
-    opt_shardings = optax.tree_utils.tree_map_params(
-        optimizer, lambda _, s: s, abstract_opt, setup.param_shardings,
-        transform_non_params=lambda _: replicated)
-    return {"step": replicated, "params": setup.param_shardings, "opt_state": opt_shardings}
-
-
-def abstract_state(setup: ModelSetup, optimizer, shardings: dict) -> dict:
-    shapes = jax.eval_shape(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
-                                       "opt_state": optimizer.init(p)}, setup.abstract_params)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        shapes, shardings)

@@ -1,6 +1,6 @@
 """The jitted train and eval steps over a functional train state.
 
-State = {"step": int32, "params": pure dict (fp32 master weights), "opt_state": optax state}.
+The state is a `train_state.TrainState` (step, fp32 master params, optax state).
 The model is rebuilt inside the step from its graphdef (which carries the compute dtype, e.g.
 bf16) and the params, so one compiled function serves the whole run. Gradient accumulation scans
 over micro-batches and divides by the global Σ loss-weights once: k micro-batches of b give exactly
@@ -18,12 +18,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcpt.train.objectives import LossSums, loss_sums_fn
-
-
-def init_state(params: dict, optimizer) -> dict:
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": optimizer.init(params)}
+from jaxcpt.families import Family
+from jaxcpt.families.losses import LossSums
+from jaxcpt.train.train_state import TrainState
 
 
 def _dropout_rngs(seed: int, step, micro: int):
@@ -41,12 +38,11 @@ def _where_tree(mask, when_true, when_false):
     return jax.tree.map(_select, mask, when_true, when_false)
 
 
-def make_train_step(graphdef, optimizer, lr_schedule, *, model_type: str, num_languages: int,
+def make_train_step(graphdef, optimizer, lr_schedule, *, family: Family, num_languages: int,
                     accumulation_steps: int = 1, trainable: dict | None = None,
                     dropout: bool = True, seed: int = 0):
     """step(state, batch) -> (state, metrics); not jitted (the caller adds shardings)."""
-    sums_fn = loss_sums_fn(model_type)
-    weight_key = "decoder_loss_weights" if model_type in ("t5", "mt5") else "masked_weights"
+    sums_fn, weight_key = family.loss_sums, family.loss_weight_key
 
     def loss_fn(params, micro_batch, weight_total, step, index):
         if trainable is not None:
@@ -60,7 +56,7 @@ def make_train_step(graphdef, optimizer, lr_schedule, *, model_type: str, num_la
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step_fn(state, batch):
-        params, step = state["params"], state["step"]
+        params, step = state.params, state.step
         weight_total = jnp.maximum(batch[weight_key].astype(jnp.float32).sum(), 1.0)
         if accumulation_steps == 1:
             (_, sums), grads = grad_fn(params, batch, weight_total, step, 0)
@@ -81,16 +77,16 @@ def make_train_step(graphdef, optimizer, lr_schedule, *, model_type: str, num_la
                                  jnp.zeros(num_languages))
             (grads, sums), _ = jax.lax.scan(
                 body, (zeros, zero_sums), (jnp.arange(accumulation_steps), micro))
-        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
         if trainable is not None:
             updates = _where_tree(trainable, updates, jax.tree.map(jnp.zeros_like, updates))
             # Moments of frozen parameters keep their old values (True = take the new value).
             opt_mask = optax.tree_utils.tree_map_params(
                 optimizer, lambda _, m: m, opt_state, trainable,
                 transform_non_params=lambda _: True)
-            opt_state = _where_tree(opt_mask, opt_state, state["opt_state"])
-        new_state = {"step": step + 1, "params": optax.apply_updates(params, updates),
-                     "opt_state": opt_state}
+            opt_state = _where_tree(opt_mask, opt_state, state.opt_state)
+        new_state = TrainState(step=step + 1, params=optax.apply_updates(params, updates),
+                               opt_state=opt_state)
         metrics = {"loss": sums.weighted_nll / jnp.maximum(sums.weight, 1e-8),
                    "accuracy": sums.correct / jnp.maximum(sums.weight, 1e-8),
                    "predictions": sums.weight, "grad_norm": optax.tree.norm(grads),
@@ -101,8 +97,8 @@ def make_train_step(graphdef, optimizer, lr_schedule, *, model_type: str, num_la
     return step_fn
 
 
-def make_eval_step(graphdef, *, model_type: str, num_languages: int):
-    sums_fn = loss_sums_fn(model_type)
+def make_eval_step(graphdef, *, family: Family, num_languages: int):
+    sums_fn = family.loss_sums
 
     def eval_fn(params, batch) -> LossSums:
         model = nnx.merge(graphdef, params)

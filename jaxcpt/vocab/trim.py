@@ -22,8 +22,6 @@ from jaxcpt.vocab.spm_model import SpmTokenizer, read_source
 
 TRIM_MAP_FILE = "trim_map.json"
 REPORT_FILE = "vocab_report.json"
-# Parameter subtrees whose leading axis is the (padded) vocabulary, per model family.
-VOCAB_PARAMS = {"xlmr": (("embeddings", "word"), ("head",)), "t5": (("shared",), ("lm_head",))}
 ROW_KEYS = ("embedding", "coordinates", "bias")  # OFA primitives (k × H) have no vocab axis
 
 
@@ -56,14 +54,15 @@ def trim_model(model, trim_map: list[int]):
     """The model restricted to the rows `trim_map` (new id -> old id) selects."""
     from flax import nnx
 
-    from jaxcpt.convert.params import build_from_params, family_of
+    from jaxcpt.convert.params import build_from_params
+    from jaxcpt.families import family_of
 
     family = family_of(model)
     cfg = model.config.replace(vocab_size=len(trim_map))
     old_rows = model.config.padded_vocab_size
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     index = np.asarray(trim_map)
-    for path in VOCAB_PARAMS[family.__name__.rsplit(".", 1)[-1]]:
+    for path in family.vocab_paths:
         tree = params
         for key in path[:-1]:
             tree = tree[key]
@@ -126,16 +125,20 @@ def trim_vocabulary(model_dir, corpus_dir, out_dir, *, langs=None, keep_top: int
 
 
 def _check_model_dir(model_dir: pathlib.Path, config: dict) -> None:
-    """An XLM-R checkpoint must have its MLM head (its bias rows are trimmed too)."""
+    """The model must have its output head (its vocabulary rows are trimmed too); read from the
+    safetensors header only (other formats are checked by load_hf)."""
     from safetensors import safe_open
 
+    from jaxcpt.families import get_family
+
     weights = model_dir / "model.safetensors"
-    if config.get("model_type") in ("t5", "mt5") or not weights.is_file():
-        return  # T5 always has its output projection; other formats are checked by load_hf
+    family = get_family(config.get("model_type"), str(model_dir / "config.json"))
+    if not weights.is_file():
+        return
     with safe_open(str(weights), "np") as f:
-        if not any(name.startswith("lm_head.") for name in f.keys()):
-            raise JaxcptError(f"{model_dir}: model has no MLM head (lm_head.*); trim a masked-LM "
-                              "checkpoint (e.g. from `jaxcpt fetch-demo-model`)")
+        if not family.has_head(family.strip_prefix(dict.fromkeys(f.keys()))):
+            raise JaxcptError(f"{model_dir}: model has no MLM head ({family.head_prefix}*); trim a "
+                              "masked-LM checkpoint (e.g. from `jaxcpt fetch-demo-model`)")
 
 
 def read_trim_map(path) -> list[int]:

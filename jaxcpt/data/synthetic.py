@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcpt.data.masking import MASK_RATE, mask_tokens
-
-
-def max_predictions(sequence_length: int) -> int:
-    return int(np.ceil(MASK_RATE * sequence_length)) + 1
+from jaxcpt.data.masking import mask_tokens, max_predictions
 
 
 def mlm_batch(rng: np.random.Generator, *, batch_size: int, sequence_length: int,

@@ -1,6 +1,7 @@
-"""T5 / mT5: Hugging Face config and tensor names <-> jaxcpt config and parameter tree.
+"""The T5 / mT5 family: HF config and tensor names <-> jaxcpt config and parameter tree, the
+span-corruption objectives, FLOPs and synthetic batches.
 
-Same table-driven scheme as convert/xlmr.py. HF names are those of `T5ForConditionalGeneration` /
+Same table-driven scheme as families/xlmr.py. HF names are those of `T5ForConditionalGeneration` /
 `MT5ForConditionalGeneration`; `encoder.embed_tokens.weight` / `decoder.embed_tokens.weight` are
 tied copies of `shared.weight` and are ignored, as is the unused cross-attention relative bias
 some old checkpoints carry. Factorized (OFA) checkpoints carry `shared_coordinates.weight` [V,k] and
@@ -18,16 +19,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcpt.convert.tensor_table import TensorSpec, pad_rows, same
+from jaxcpt.data import synthetic
+from jaxcpt.families import losses
+from jaxcpt.families.registry import Family, register
+from jaxcpt.families.tensor_table import TensorSpec, pad_rows, same
 from jaxcpt.errors import JaxcptError
 from jaxcpt.models.t5 import T5Config, T5ForConditionalGeneration
 from jaxcpt.models.t5_layers import distance_buckets, parse_feed_forward_proj
 
 MODEL_TYPES = ("t5", "mt5")
-MODEL_CLASS = T5ForConditionalGeneration
-CONFIG_CLASS = T5Config
 HEAD_PREFIX = "lm_head."
-WORD_EMBEDDING_PATH = ("shared",)
 IGNORED_PREFIXES = ("encoder.embed_tokens.", "decoder.embed_tokens.",
                     "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.")
 
@@ -192,3 +193,54 @@ def has_head(tensors: dict[str, np.ndarray]) -> bool:
 
 def hf_prefix(name: str) -> str:
     return name
+
+
+def step_flops(cfg: T5Config, *, batch_size: int, sequence_length: int,
+               target_length: int | None = None) -> float:
+    """Training FLOPs (3× forward) of one encoder-decoder step on full rows."""
+    target_length = target_length or default_target_length(sequence_length)
+    h, f, n, d = cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.d_kv
+    ffn = (3 if cfg.feed_forward_proj.startswith("gated") else 2) * h * f
+    attn = 4 * h * n * d
+    enc_tokens, dec_tokens = batch_size * sequence_length, batch_size * target_length
+    k = cfg.num_primitives
+    vocab = cfg.padded_vocab_size * (k if k and cfg.tie_word_embeddings else h)
+    forward = (2 * enc_tokens * cfg.num_layers * (attn + ffn)
+               + 2 * dec_tokens * cfg.decoder_layers * (2 * attn + ffn)
+               + enc_tokens * cfg.num_layers * 4 * sequence_length * n * d
+               + dec_tokens * cfg.decoder_layers * 4 * (target_length + sequence_length) * n * d
+               + 2 * dec_tokens * vocab)
+    return 3.0 * forward
+
+
+def default_target_length(sequence_length: int) -> int:
+    return max(sequence_length // 4, 2)
+
+
+def synthetic_batch(rng: np.random.Generator, cfg: T5Config, *, batch_size: int,
+                    sequence_length: int, target_length: int | None = None,
+                    num_languages: int = 1) -> dict:
+    return synthetic.seq2seq_batch(
+        rng, batch_size=batch_size, sequence_length=sequence_length,
+        target_length=target_length or default_target_length(sequence_length),
+        vocab_size=cfg.vocab_size, num_languages=num_languages)
+
+
+FAMILY = register(Family(
+    name="t5", model_types=MODEL_TYPES, config_class=T5Config,
+    model_class=T5ForConditionalGeneration,
+    config_from_hf=config_from_hf, config_to_hf=config_to_hf, tensor_specs=tensor_specs,
+    strip_prefix=strip_prefix, hf_prefix=hf_prefix, has_head=has_head, head_prefix=HEAD_PREFIX,
+    ignored_prefixes=IGNORED_PREFIXES, config_from_tensors=config_from_tensors,
+    config_tensors=("lm_head.weight", "shared.weight"),
+    word_embedding_path=("shared",), head_paths=(("lm_head",),),
+    objectives=("span_corruption", "ul2"), loss_sums=losses.seq2seq_sums,
+    batch_fields=losses.SEQ2SEQ_FIELDS, loss_weight_key="decoder_loss_weights",
+    tokens_in=losses.seq2seq_tokens_in, step_flops=step_flops, synthetic_batch=synthetic_batch,
+    peer_class="AutoModelForSeq2SeqLM",
+    presets={"tiny": T5Config(vocab_size=200, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                              num_heads=4, feed_forward_proj="gated-gelu",
+                              tie_word_embeddings=False, model_type="mt5", dropout_rate=0.0),
+             "large": T5Config(vocab_size=250112, d_model=1024, d_kv=64, d_ff=2816,
+                               num_layers=24, num_heads=16, feed_forward_proj="gated-gelu",
+                               tie_word_embeddings=False, model_type="mt5")}))

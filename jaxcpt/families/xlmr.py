@@ -1,4 +1,5 @@
-"""XLM-R / RoBERTa: Hugging Face config and tensor names <-> jaxcpt config and parameter tree.
+"""The XLM-R / RoBERTa family: HF config and tensor names <-> jaxcpt config and parameter tree,
+the MLM objective, FLOPs and synthetic batches.
 
 The tensor table is the single source of truth for both directions: each entry names the HF
 tensor, its expected HF shape, where it lives in our parameter tree, and the two reshapes.
@@ -12,16 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcpt.convert.tensor_table import TensorSpec, pad_rows, same
+from jaxcpt.data import synthetic
+from jaxcpt.data.masking import max_predictions
+from jaxcpt.families import losses
+from jaxcpt.families.registry import Family, register
+from jaxcpt.families.tensor_table import TensorSpec, pad_rows, same
 from jaxcpt.errors import JaxcptError
 from jaxcpt.models.xlmr import XLMRConfig, XLMRobertaForMaskedLM
 
 MODEL_TYPES = ("xlm-roberta", "roberta")
-MODEL_CLASS = XLMRobertaForMaskedLM
-CONFIG_CLASS = XLMRConfig
 HEAD_PREFIX = "lm_head."
-# Where the (possibly factorized) word embedding lives in the parameter tree.
-WORD_EMBEDDING_PATH = ("embeddings", "word")
 # Tensors that HF checkpoints may carry and that we do not model (reported, not an error).
 IGNORED_PREFIXES = ("pooler.", "embeddings.position_ids", "lm_head.decoder.weight")
 
@@ -155,3 +156,46 @@ def has_head(tensors: dict[str, np.ndarray]) -> bool:
 
 def hf_prefix(name: str) -> str:
     return name if name.startswith(HEAD_PREFIX) else f"roberta.{name}"
+
+
+def step_flops(cfg: XLMRConfig, *, batch_size: int, sequence_length: int,
+               target_length: int | None = None) -> float:
+    """Training FLOPs (forward + backward = 3× forward) of one MLM step on full rows; the head
+    runs on the masked positions only (the data pipeline's budget per row)."""
+    del target_length
+    h, f, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    tokens = batch_size * sequence_length
+    block_params = layers * (4 * h * h + 2 * h * f)
+    attention = layers * 2 * 2 * sequence_length * h  # QKᵀ and PV per token (multiply-adds × 2)
+    k = cfg.num_primitives
+    vocab = cfg.padded_vocab_size * (k if k else h) + (k * h if k else 0)
+    head = h * h + vocab
+    masked = batch_size * max_predictions(sequence_length)
+    return 3.0 * (2 * tokens * block_params + tokens * attention + 2 * masked * head)
+
+
+def synthetic_batch(rng: np.random.Generator, cfg: XLMRConfig, *, batch_size: int,
+                    sequence_length: int, target_length: int | None = None,
+                    num_languages: int = 1) -> dict:
+    del target_length
+    return synthetic.mlm_batch(rng, batch_size=batch_size, sequence_length=sequence_length,
+                               vocab_size=cfg.vocab_size, num_languages=num_languages)
+
+
+FAMILY = register(Family(
+    name="xlmr", model_types=MODEL_TYPES, config_class=XLMRConfig,
+    model_class=XLMRobertaForMaskedLM,
+    config_from_hf=config_from_hf, config_to_hf=config_to_hf, tensor_specs=tensor_specs,
+    strip_prefix=strip_prefix, hf_prefix=hf_prefix, has_head=has_head, head_prefix=HEAD_PREFIX,
+    ignored_prefixes=IGNORED_PREFIXES, config_from_tensors=config_from_tensors,
+    word_embedding_path=("embeddings", "word"), head_paths=(("head",),),
+    objectives=("mlm",), loss_sums=losses.mlm_sums, batch_fields=losses.MLM_FIELDS,
+    langsamp_fields=("masked_script_ids",), loss_weight_key="masked_weights",
+    tokens_in=losses.mlm_tokens_in, step_flops=step_flops, synthetic_batch=synthetic_batch,
+    mlm_eval=True, peer_class="AutoModelForMaskedLM",
+    presets={"tiny": XLMRConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=4,
+                                intermediate_size=64, max_position_embeddings=40,
+                                hidden_dropout=0.0, attention_dropout=0.0),
+             "large": XLMRConfig(vocab_size=250002, hidden_size=1024, num_layers=24,
+                                 num_heads=16, intermediate_size=4096,
+                                 max_position_embeddings=514)}))

@@ -1,4 +1,5 @@
-"""Losses on data-pipeline batches (jaxcpt.data.pipeline's batch contract), per model family.
+"""Losses on data-pipeline batches (jaxcpt.data.pipeline's batch contract), one per objective
+kind; a family names the one it trains with (`Family.loss_sums`).
 
 Each returns *sums* (Σ w·CE, Σ w and their per-language splits) rather than a mean, so gradient
 accumulation over micro-batches reproduces one large step exactly (the step divides by the
@@ -77,18 +78,11 @@ def seq2seq_sums(model, batch: dict, *, num_languages: int, deterministic: bool,
                  num_languages)
 
 
-def loss_sums_fn(model_type: str):
-    return seq2seq_sums if model_type in ("t5", "mt5") else mlm_sums
-
-
-def batch_fields(model_type: str, langsamp: bool = False) -> tuple[str, ...]:
-    if model_type in ("t5", "mt5"):
-        return SEQ2SEQ_FIELDS
-    return MLM_FIELDS + (("masked_script_ids",) if langsamp else ())
-
-
-def tokens_in(batch: dict, model_type: str) -> int:
-    """Real (non-padding) input tokens of a host batch, for tokens/s."""
-    if model_type in ("t5", "mt5"):
-        return int((batch["encoder_segment_ids"] > 0).sum() + (batch["decoder_segment_ids"] > 0).sum())
+def mlm_tokens_in(batch: dict) -> int:
+    """Real (non-padding) input tokens of a host MLM batch, for tokens/s."""
     return int((batch["segment_ids"] > 0).sum())
+
+
+def seq2seq_tokens_in(batch: dict) -> int:
+    """Real encoder + decoder tokens of a host seq2seq batch."""
+    return int((batch["encoder_segment_ids"] > 0).sum() + (batch["decoder_segment_ids"] > 0).sum())
