@@ -9,7 +9,7 @@ import pathlib
 
 from jaxcpt.convert import hf_files
 from jaxcpt.errors import JaxcptError
-from jaxcpt.families import get_family, registered
+from jaxcpt.families import Family, registered
 from jaxcpt.tokenizer_loader import load_tokenizer
 
 
@@ -69,9 +69,9 @@ def load_eval_model(path) -> EvalModel:
         tokenizer = _load_tokenizer(tok_dir, path)
         model, has_head = load_checkpoint(path), True
     else:
-        _require_encoder(hf_files.read_config(path).get("model_type"), path / "config.json")
+        family = _require_encoder(hf_files.read_config(path).get("model_type"),
+                                  path / "config.json")
         tokenizer = _load_tokenizer(path, path)
-        family = get_family(hf_files.read_config(path).get("model_type"), str(path))
         has_head = family.has_head(family.strip_prefix(dict.fromkeys(_tensor_names(path))))
         model = load_hf(path, init_missing_head=not has_head)
     if model.config.vocab_size < len(tokenizer):
@@ -80,11 +80,14 @@ def load_eval_model(path) -> EvalModel:
     return EvalModel(model, tokenizer, has_head, path)
 
 
-def _require_encoder(model_type, source: pathlib.Path) -> None:
-    evaluable = sorted(t for t, family in registered().items() if family.mlm_eval)
+def _require_encoder(model_type, source: pathlib.Path) -> Family:
+    """The family of `model_type` if `jaxcpt eval` supports it (masked-LM encoders)."""
+    families = registered()
+    evaluable = sorted(t for t, family in families.items() if family.mlm_eval)
     if model_type not in evaluable:
         raise JaxcptError(f"{source}: model_type {model_type!r} is not supported by eval "
                           f"(supported: {', '.join(evaluable)})")
+    return families[model_type]
 
 
 def _load_tokenizer(tok_dir: pathlib.Path | None, model_dir: pathlib.Path):
