@@ -44,7 +44,7 @@ def run_jax(args) -> dict:
     from jaxcpt import sharding
     from jaxcpt.families import family_of
     from jaxcpt.models import XLMRConfig
-    from jaxcpt.train import metrics, optimizer as opt_lib, partitioning, state as state_lib
+    from jaxcpt.train import metrics, optimizer as opt_lib, state as state_lib
     from jaxcpt.train import train_state
     from jaxcpt.train.data import to_global
     from jaxcpt.train.step import make_train_step
@@ -52,25 +52,24 @@ def run_jax(args) -> dict:
     cfg = XLMRConfig(**PRESETS[args.preset], max_position_embeddings=args.seq + 2,
                      hidden_dropout=0.0, attention_dropout=0.0)
     family = family_of(cfg)
-    mesh = partitioning.make_mesh(partitioning.MeshConfig())
+    mesh = sharding.make_mesh(sharding.MeshConfig())
     setup = state_lib.model_setup(cfg, mesh, jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     optimizer, lr = opt_lib.make_optimizer(opt_lib.OptimizerConfig(warmup_steps=0), setup.abstract_params,
                                            args.steps)
     shardings = train_state.shardings(setup, optimizer, mesh)
     state = train_state.create(state_lib.random_params(setup, 0), optimizer, shardings)
     step = jax.jit(make_train_step(setup.graphdef, optimizer, lr, family=family,
-                                   num_languages=1, dropout=False),
+                                   num_languages=1, dropout=False, mesh=mesh),
                    in_shardings=(shardings, None), out_shardings=(shardings, None),
                    donate_argnums=0)
     data = batches(args, 4)
-    with sharding.axis_rules(mesh, partitioning.LOGICAL_RULES):
-        for i in range(args.warmup):
-            state, m = step(state, to_global(data[i % 4], mesh, family.batch_fields))
-        jax.block_until_ready(m["loss"])
-        start = time.perf_counter()
-        for i in range(args.steps):
-            state, m = step(state, to_global(data[i % 4], mesh, family.batch_fields))
-        jax.block_until_ready(m["loss"])
+    for i in range(args.warmup):
+        state, m = step(state, to_global(data[i % 4], mesh, family.batch_fields))
+    jax.block_until_ready(m["loss"])
+    start = time.perf_counter()
+    for i in range(args.steps):
+        state, m = step(state, to_global(data[i % 4], mesh, family.batch_fields))
+    jax.block_until_ready(m["loss"])
     seconds = time.perf_counter() - start
     flops = family.step_flops(cfg, batch_size=args.batch, sequence_length=args.seq)
     peak = metrics.device_peak_flops(jax.devices()[0])

@@ -25,7 +25,7 @@ from jaxcpt.checkpoints.run_checkpoints import (CheckpointConfig, CheckpointMism
                                         DataStateSave, NonFiniteState)
 from jaxcpt.train.config import DataConfig, TrainConfig
 from jaxcpt.train.optimizer import OptimizerConfig
-from jaxcpt.train.partitioning import MeshConfig
+from jaxcpt.sharding import MeshConfig
 
 TINY = XLMRConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                   max_position_embeddings=40)

@@ -17,7 +17,7 @@ from jaxcpt.train import loop as loop_lib
 from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
 from jaxcpt.train.config import DataConfig, TrainConfig
 from jaxcpt.train.optimizer import OptimizerConfig
-from jaxcpt.train.partitioning import MeshConfig
+from jaxcpt.sharding import MeshConfig
 
 TINY = XLMRConfig(vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                   max_position_embeddings=40)

@@ -16,6 +16,8 @@ Restoring tells the causes of failure apart before touching anything:
   moved to MODEL_DIR/checkpoints_corrupt/ (kept, never deleted) and the previous one is tried;
 - finite-checks fail (a checkpoint from before this guard existed): moved to
   MODEL_DIR/checkpoints_nonfinite/ and the previous one is tried.
+A checkpoint keeps the layer layout (scanned or not) of the run that wrote it and restores into
+either (`layer_layout`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxcpt.errors import JaxcptError
-from jaxcpt.checkpoints import integrity
+from jaxcpt.checkpoints import integrity, layer_layout
 
 META_VERSION = 1
 
@@ -114,11 +116,6 @@ def _differences(stored: dict, expected: dict) -> list[str]:
     return lines
 
 
-def _shapes(tree) -> dict[str, tuple]:
-    return {name: (tuple(leaf.shape), str(leaf.dtype))
-            for name, leaf in integrity.named_leaves(tree).items()}
-
-
 class Checkpoints:
     def __init__(self, model_dir, cfg: CheckpointConfig, *, settings: dict | None = None):
         """`settings`: JSON-able optimizer settings recorded with every save and compared on
@@ -170,12 +167,15 @@ class Checkpoints:
     def _restore_step(self, step: int, abstract_state: dict, reset_optimizer: bool,
                       fresh_opt_state) -> Restored | None:
         try:
-            stored = _shapes(self.manager.item_metadata(step)["state"])
+            stored = layer_layout.shapes(self.manager.item_metadata(step)["state"])
             meta = self._meta(step)
         except Exception as err:  # orbax/tensorstore raise many types for damaged files
             self._set_aside(step, "checkpoints_corrupt", f"cannot be read ({_first_line(err)})")
             return None
-        expected = _shapes(abstract_state)
+        target = abstract_state
+        abstract_state = layer_layout.as_stored(abstract_state, stored,
+                                                keep=lambda n: not n.startswith("opt_state"))
+        expected = layer_layout.shapes(abstract_state)
         model_diff = _differences({n: s for n, s in stored.items() if not n.startswith("opt_state")},
                                   {n: s for n, s in expected.items() if not n.startswith("opt_state")})
         if model_diff:
@@ -212,6 +212,7 @@ class Checkpoints:
             self._set_aside(step, "checkpoints_nonfinite",
                             f"holds NaN or inf in {len(nonfinite)} array(s), e.g. {nonfinite[0]}")
             return None
+        state = layer_layout.converted(state, {k: target[k] for k in state})
         if reset:
             state["opt_state"] = fresh_opt_state(state["params"])
             _warn(f"checkpoint step {step}: optimizer settings changed; params, step and data "
@@ -221,6 +222,15 @@ class Checkpoints:
                   f"({_settings_diff(meta.get('optimizer'), self.settings)}); continuing with its "
                   "optimizer state (set TrainConfig.reset_optimizer=True for a fresh one)")
         return Restored(state, restored.data, step, reset)
+
+    def restore_params(self, step: int, abstract_params: dict) -> dict:
+        """Only the params of `step` (a partial restore), in the layout of `abstract_params`."""
+        stored = layer_layout.shapes(self.manager.item_metadata(step)["state"])
+        wanted = layer_layout.as_stored({"params": abstract_params}, stored)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item=wanted, restore_args=_restore_args(wanted),
+                                         partial_restore=True)))
+        return layer_layout.converted(restored.state, {"params": abstract_params})["params"]
 
     def _meta(self, step: int) -> dict | None:
         if not (self.root / str(step) / "meta").exists():  # written before meta existed

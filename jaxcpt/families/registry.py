@@ -25,6 +25,8 @@ class Family:
     name: str
     model_types: tuple[str, ...]             # HF config.json `model_type` values
     config_class: type
+    # model_class(cfg, *, dtype, param_dtype, rngs, scan_layers, remat_policy); its layers are a
+    # `models.layer_stack` under the attribute `layers` (the layout conversion looks there)
     model_class: type
     # -- Hugging Face conversion: one tensor table read in both directions
     config_from_hf: Callable[[dict, str], Any]

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcpt.models import layer_stack
 from jaxcpt.models.embeddings import DenseEmbedding, make_embedding, padded_vocab_size
 from jaxcpt.models.layers import RMSNorm, attention_bias
 from jaxcpt.models.t5_layers import NEG_INF, Block, RelativePositionBias
@@ -77,13 +78,17 @@ class T5Config:
 class Stack(nnx.Module):
     """Encoder (bidirectional) or decoder (causal, with cross-attention) stack + final RMSNorm."""
 
-    def __init__(self, cfg: T5Config, *, decoder: bool, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: T5Config, *, decoder: bool, dtype, param_dtype, rngs: nnx.Rngs,
+                 scan_layers: bool = False, remat_policy: str = "none"):
         self.is_decoder = decoder
+        self.remat_policy = remat_policy
         self.relative_bias = RelativePositionBias(cfg, bidirectional=not decoder,
                                                   param_dtype=param_dtype, rngs=rngs)
         num = cfg.decoder_layers if decoder else cfg.num_layers
-        self.layers = nnx.List([Block(cfg, cross_attention=decoder, dtype=dtype,
-                                      param_dtype=param_dtype, rngs=rngs) for _ in range(num)])
+        # The relative-position table stays outside the (possibly scanned) layers: it is shared.
+        self.layers = layer_stack.build(
+            [Block(cfg, cross_attention=decoder, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+             for _ in range(num)], scan=scan_layers)
         self.final_norm = RMSNorm(cfg.d_model, eps=cfg.layer_norm_epsilon, dtype=dtype,
                                   param_dtype=param_dtype)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
@@ -107,9 +112,12 @@ class Stack(nnx.Module):
                                         key_segments_BK=encoder_segment_ids_BS)
         x_BLH = self.dropout(constrain(x_BLH, ("batch", "length", "embed")),
                              deterministic=deterministic, rngs=rngs)
-        for layer in self.layers:
-            x_BLH = layer(x_BLH, position_bias, self_mask, encoded_BSH, cross_mask,
-                          deterministic=deterministic, rngs=rngs)
+        x_BLH = layer_stack.run(
+            self.layers,
+            lambda layer, x, layer_rngs: layer(x, position_bias, self_mask, encoded_BSH,
+                                               cross_mask, deterministic=deterministic,
+                                               rngs=layer_rngs),
+            x_BLH, rngs=None if deterministic else rngs, remat_policy=self.remat_policy)
         return self.dropout(self.final_norm(x_BLH), deterministic=deterministic, rngs=rngs)
 
 
@@ -117,17 +125,20 @@ class T5ForConditionalGeneration(nnx.Module):
     """`model(ids, mask, decoder_ids, decoder_mask)` → logits [B,T,V].
 
     Dropout runs only with `deterministic=False` and `rngs` holding a `dropout` stream (the model
-    keeps no RNG state).
+    keeps no RNG state). `scan_layers` / `remat_policy`: how each stack's layers run (see
+    `layer_stack`).
     """
 
     def __init__(self, cfg: T5Config, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, scan_layers: bool = False, remat_policy: str = "none"):
+        layer_stack.check_remat_policy(remat_policy)
         self.config = cfg
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.shared = make_embedding(cfg.padded_vocab_size, cfg.d_model, cfg.num_primitives,
                                      init_std=cfg.initializer_factor, **kw)
-        self.encoder = Stack(cfg, decoder=False, **kw)
-        self.decoder = Stack(cfg, decoder=True, **kw)
+        stacks = dict(scan_layers=scan_layers, remat_policy=remat_policy, **kw)
+        self.encoder = Stack(cfg, decoder=False, **stacks)
+        self.decoder = Stack(cfg, decoder=True, **stacks)
         if not cfg.tie_word_embeddings:
             self.lm_head = DenseEmbedding(cfg.padded_vocab_size, cfg.d_model,
                                           init_std=cfg.initializer_factor, **kw)

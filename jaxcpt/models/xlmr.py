@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcpt.models import layer_stack
 from jaxcpt.models.embeddings import make_embedding, padded_vocab_size
 from jaxcpt.models.layers import Dense, LayerNorm, attention_bias
 from jaxcpt.sharding import constrain, param
@@ -176,14 +177,20 @@ class LanguageScriptEmbeddings(nnx.Module):
 
 
 class XLMRobertaForMaskedLM(nnx.Module):
-    """`model(ids, mask)` → MLM logits [B,L,V]; `model.encode(ids, mask)` → last hidden states."""
+    """`model(ids, mask)` → MLM logits [B,L,V]; `model.encode(ids, mask)` → last hidden states.
+
+    `scan_layers` / `remat_policy`: how the encoder layers run (see `layer_stack`); they change
+    the parameter layout (stacked layers), not the function."""
 
     def __init__(self, cfg: XLMRConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, scan_layers: bool = False, remat_policy: str = "none"):
+        layer_stack.check_remat_policy(remat_policy)
         self.config = cfg
+        self.remat_policy = remat_policy
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.embeddings = Embeddings(cfg, **kw)
-        self.layers = nnx.List([EncoderLayer(cfg, **kw) for _ in range(cfg.num_layers)])
+        self.layers = layer_stack.build([EncoderLayer(cfg, **kw) for _ in range(cfg.num_layers)],
+                                        scan=scan_layers)
         self.head = MaskedLMHead(cfg, **kw)
         self.langsamp = (LanguageScriptEmbeddings(cfg, param_dtype=param_dtype)
                          if cfg.langsamp_languages or cfg.langsamp_scripts else None)
@@ -211,11 +218,15 @@ class XLMRobertaForMaskedLM(nnx.Module):
                                    key_segments_BK=segment_ids)
         x_BLH = self.embeddings(ids_BL, positions_BL, types_BL, deterministic=deterministic,
                                 rngs=rngs)
-        if num_layers is not None and not 0 <= num_layers <= len(self.layers):
-            raise ValueError(f"num_layers={num_layers} outside 0..{len(self.layers)}")
-        for layer in list(self.layers)[:num_layers]:
-            x_BLH = layer(x_BLH, bias_B1LL, deterministic=deterministic, rngs=rngs)
-        return x_BLH
+        depth = layer_stack.depth(self.layers)
+        if num_layers is not None and not 0 <= num_layers <= depth:
+            raise ValueError(f"num_layers={num_layers} outside 0..{depth}")
+        return layer_stack.run(
+            self.layers,
+            lambda layer, x, layer_rngs: layer(x, bias_B1LL, deterministic=deterministic,
+                                               rngs=layer_rngs),
+            x_BLH, rngs=None if deterministic else rngs, remat_policy=self.remat_policy,
+            num_layers=num_layers)
 
     def head_logits(self, h_BXH: jax.Array) -> jax.Array:
         """fp32 logits over the padded vocabulary; padded rows hold the float32 minimum."""

@@ -47,7 +47,7 @@ def _register() -> None:
     from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
     from jaxcpt.train.config import DataConfig, TrainConfig
     from jaxcpt.train.optimizer import OptimizerConfig
-    from jaxcpt.train.partitioning import MeshConfig
+    from jaxcpt.sharding import MeshConfig
 
     global _REGISTERED
     if _REGISTERED:

@@ -7,7 +7,7 @@ from typing import Any
 
 from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
 from jaxcpt.train.optimizer import OptimizerConfig
-from jaxcpt.train.partitioning import MeshConfig
+from jaxcpt.sharding import MeshConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,11 @@ class TrainConfig:
     mesh: MeshConfig = MeshConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     dtype: str = "float32"  # compute dtype; parameters and optimizer state stay float32
+    # How the layers run (every family): one lax.scan over stacked layers (compile time does not
+    # grow with depth) and rematerialisation in the backward pass ("none" | "full" |
+    # "dots_saveable"). Checkpoints keep the layout they were written in and restore into either.
+    scan_layers: bool = False
+    remat_policy: str = "none"
     dropout: bool = True
     accumulation_steps: int = 1
     trainable: str = "all"  # "all" | "embeddings" | "embeddings_and_head" | "new_rows"

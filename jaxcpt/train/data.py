@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxcpt.errors import JaxcptError
 from jaxcpt.families import family_of
-from jaxcpt.train import partitioning
+from jaxcpt import sharding
 from jaxcpt.train.config import DataConfig
 
 
@@ -206,11 +206,12 @@ def eval_sets(cfg: DataConfig, tasks: tuple[str, ...], init_from: str | None,
             for name in tasks}
 
 
-def to_global(batch: dict, mesh, fields: tuple[str, ...]) -> dict:
+def to_global(batch: dict, mesh, fields: tuple[str, ...],
+              rules: sharding.Rules = sharding.DEFAULT_RULES) -> dict:
     """Process-local numpy batch → global arrays sharded along the batch axis."""
     missing = [f for f in fields if f not in batch]
     if missing:
         raise JaxcptError(f"data batch lacks {', '.join(missing)}: the objective does not match "
                           "the model family (DataConfig.objective)")
     return {f: jax.make_array_from_process_local_data(
-        partitioning.batch_sharding(mesh, batch[f].ndim), np.asarray(batch[f])) for f in fields}
+        sharding.batch_sharding(mesh, batch[f].ndim, rules), np.asarray(batch[f])) for f in fields}

@@ -28,7 +28,8 @@ from jaxcpt.families import Family, family_of
 from jaxcpt.train import data as train_data
 from jaxcpt.train import metrics as train_metrics
 from jaxcpt.train import optimizer as opt_lib
-from jaxcpt.train import partitioning, preemption, run_dir, state as state_lib, train_state
+from jaxcpt.models import layer_stack
+from jaxcpt.train import preemption, run_dir, state as state_lib, train_state
 from jaxcpt.train.config import TrainConfig
 from jaxcpt.train.guard import RegressionGuard
 from jaxcpt.train.step import make_eval_step, make_train_step
@@ -88,8 +89,12 @@ def train(cfg: TrainConfig, run_files: dict[str, str] | None = None) -> dict:
 def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
     model_cfg = state_lib.source_config(cfg.init_from, cfg.model)
     _check_objective(cfg, model_cfg)
-    mesh = partitioning.make_mesh(cfg.mesh)
-    partitioning.check_batch_divisible(cfg.data.batch_size, mesh)
+    mesh = sharding.make_mesh(cfg.mesh)
+    rules = cfg.mesh.checked_rules()
+    sharding.check_batch_divisible(cfg.data.batch_size, mesh)
+    if cfg.remat_policy not in layer_stack.REMAT_POLICIES:
+        raise JaxcptError(f"TrainConfig.remat_policy={cfg.remat_policy!r}: use one of "
+                          f"{', '.join(layer_stack.REMAT_POLICIES)}")
     if cfg.data.batch_size % cfg.accumulation_steps:
         raise JaxcptError(f"batch size {cfg.data.batch_size} is not divisible by "
                           f"accumulation_steps={cfg.accumulation_steps}")
@@ -98,7 +103,8 @@ def _build(cfg: TrainConfig, model_dir: epath.Path) -> _Parts:
     heldout_tasks = train_data.register_corpus(cfg.data, guard.languages if guard else ())
     train_data.check_vocabulary(cfg.data, model_cfg, cfg.init_from)
     model_cfg = _with_langsamp(cfg, model_cfg)
-    setup = state_lib.model_setup(model_cfg, mesh, state_lib.compute_dtype(cfg.dtype))
+    setup = state_lib.model_setup(model_cfg, mesh, state_lib.compute_dtype(cfg.dtype), rules,
+                                  scan_layers=cfg.scan_layers, remat_policy=cfg.remat_policy)
     optimizer, lr = opt_lib.make_optimizer(cfg.optimizer, setup.abstract_params, cfg.steps)
     shardings = train_state.shardings(setup, optimizer, mesh)
     abstract = train_state.abstract(setup, optimizer, shardings)
@@ -196,13 +202,15 @@ def _step_functions(cfg: TrainConfig, parts: _Parts):
             fn = make_train_step(parts.setup.graphdef, parts.optimizer, parts.lr,
                                  family=family, num_languages=max(len(parts.languages), 1),
                                  accumulation_steps=cfg.accumulation_steps, trainable=mask,
-                                 dropout=cfg.dropout, seed=cfg.seed)
+                                 dropout=cfg.dropout, seed=cfg.seed, mesh=parts.mesh,
+                                 rules=parts.setup.rules)
             cache[phase] = jax.jit(fn, in_shardings=(parts.shardings, None),
                                    out_shardings=(parts.shardings, None), donate_argnums=0)
         return cache[phase]
 
     eval_fn = jax.jit(make_eval_step(parts.setup.graphdef, family=family,
-                                     num_languages=max(len(parts.languages), 1)))
+                                     num_languages=max(len(parts.languages), 1),
+                                     mesh=parts.mesh, rules=parts.setup.rules))
     return step_fn, eval_fn
 
 
@@ -211,6 +219,10 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
     step_fn, eval_fn = _step_functions(cfg, parts)
     family, mesh, iterator = parts.family, parts.mesh, parts.iterator
     fields = family.fields(langsamp=cfg.langsamp)
+
+    def to_device(host_batch: dict) -> dict:
+        return train_data.to_global(host_batch, mesh, fields, parts.setup.rules)
+
     writer = train_metrics.MetricsWriter(model_dir, total_steps=cfg.steps, start_step=start,
                                          enabled=jax.process_index() == 0,
                                          tensorboard=cfg.tensorboard)
@@ -224,7 +236,7 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
     guard = parts.guard
 
     def evaluate_now() -> dict:
-        results = _evaluate(eval_fn, state.params, parts.eval_sets, mesh, fields)
+        results = _evaluate(eval_fn, state.params, parts.eval_sets, to_device)
         if guard is not None and guard.needs_baseline():
             guard.set_baseline(step, results, write=jax.process_index() == 0)
         shown = dict(results)
@@ -239,53 +251,52 @@ def _loop(cfg: TrainConfig, model_dir: epath.Path, parts: _Parts, ckpts: Checkpo
         return results
 
     try:
-        with sharding.axis_rules(mesh, partitioning.LOGICAL_RULES):
-            if guard is not None and guard.needs_baseline() and step < cfg.steps:
-                evaluate_now()  # the guard's reference: the model before this run trained it
-            while step < cfg.steps:
-                if (single_process and preemption.requested()) or ckpts.reached_preemption(step):
-                    _flush(pending, step - len(pending), parts.languages, history, writer)
+        if guard is not None and guard.needs_baseline() and step < cfg.steps:
+            evaluate_now()  # the guard's reference: the model before this run trained it
+        while step < cfg.steps:
+            if (single_process and preemption.requested()) or ckpts.reached_preemption(step):
+                _flush(pending, step - len(pending), parts.languages, history, writer)
+                if step not in ckpts.steps():
+                    ckpts.save(step, state.as_dict(), iterator.get_state(), force=True)
+                ckpts.wait()
+                print(f"jaxcpt train: preempted; saved step {step} to {model_dir}; exiting",
+                      flush=True)
+                summary["preempted"] = True
+                break
+            host_batch = next(iterator)
+            tokens += family.tokens_in(host_batch)
+            phase = cfg.warm_trainable if step < cfg.warm_steps else cfg.trainable
+            state, m = step_fn(phase)(state, to_device(host_batch))
+            pending.append(m)
+            step += 1
+            saving = step % cfg.checkpoint.every_steps == 0 or step == cfg.steps
+            logging = step % cfg.log_every == 0 or step == cfg.steps
+            if saving or logging or len(pending) >= cfg.nan_check_every:
+                rows = _flush(pending, step - len(pending), parts.languages, history, writer)
+                if logging and rows:
+                    elapsed = max(time.time() - window_start, 1e-9)
+                    shown = dict(rows[-1])
+                    shown["tokens_per_s"] = tokens / elapsed * jax.process_count()
+                    if peak and flops_per_step:
+                        shown["mfu"] = (flops_per_step * (step - window_step) / elapsed
+                                        / (peak * jax.device_count()))
+                    writer.scalars(step, shown)
+                    writer.console(step, {k: v for k, v in shown.items() if "/" not in k})
+                    tokens, window_start, window_step = 0, time.time(), step
+            if saving:
+                ckpts.save(step, state.as_dict(), iterator.get_state(), force=step == cfg.steps)
+            if parts.eval_sets and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                    or step == cfg.steps):
+                evals = evaluate_now()
+                print("eval " + "  ".join(f"{k} {v:.4f}" for k, v in evals.items()), flush=True)
+                if summary["guard_stopped"]:
                     if step not in ckpts.steps():
                         ckpts.save(step, state.as_dict(), iterator.get_state(), force=True)
                     ckpts.wait()
-                    print(f"jaxcpt train: preempted; saved step {step} to {model_dir}; exiting",
+                    print(f"jaxcpt train: stopped by the regression guard: "
+                          f"{summary['guard_message']}; saved step {step} to {model_dir}",
                           flush=True)
-                    summary["preempted"] = True
                     break
-                host_batch = next(iterator)
-                tokens += family.tokens_in(host_batch)
-                phase = cfg.warm_trainable if step < cfg.warm_steps else cfg.trainable
-                state, m = step_fn(phase)(state, train_data.to_global(host_batch, mesh, fields))
-                pending.append(m)
-                step += 1
-                saving = step % cfg.checkpoint.every_steps == 0 or step == cfg.steps
-                logging = step % cfg.log_every == 0 or step == cfg.steps
-                if saving or logging or len(pending) >= cfg.nan_check_every:
-                    rows = _flush(pending, step - len(pending), parts.languages, history, writer)
-                    if logging and rows:
-                        elapsed = max(time.time() - window_start, 1e-9)
-                        shown = dict(rows[-1])
-                        shown["tokens_per_s"] = tokens / elapsed * jax.process_count()
-                        if peak and flops_per_step:
-                            shown["mfu"] = (flops_per_step * (step - window_step) / elapsed
-                                            / (peak * jax.device_count()))
-                        writer.scalars(step, shown)
-                        writer.console(step, {k: v for k, v in shown.items() if "/" not in k})
-                        tokens, window_start, window_step = 0, time.time(), step
-                if saving:
-                    ckpts.save(step, state.as_dict(), iterator.get_state(), force=step == cfg.steps)
-                if parts.eval_sets and ((cfg.eval_every and step % cfg.eval_every == 0)
-                                        or step == cfg.steps):
-                    evals = evaluate_now()
-                    print("eval " + "  ".join(f"{k} {v:.4f}" for k, v in evals.items()), flush=True)
-                    if summary["guard_stopped"]:
-                        if step not in ckpts.steps():
-                            ckpts.save(step, state.as_dict(), iterator.get_state(), force=True)
-                        ckpts.wait()
-                        print(f"jaxcpt train: stopped by the regression guard: "
-                              f"{summary['guard_message']}; saved step {step} to {model_dir}",
-                              flush=True)
-                        break
     finally:
         writer.close()
     summary.update(final_step=step, history=history, eval=evals)
@@ -326,12 +337,12 @@ def _flush(pending: list, first_step: int, languages, history: list, writer) -> 
     return rows
 
 
-def _evaluate(eval_fn, params, eval_sets: dict, mesh, fields) -> dict[str, float]:
+def _evaluate(eval_fn, params, eval_sets: dict, to_device) -> dict[str, float]:
     results = {}
     for name, batches in eval_sets.items():
         nll = weight = 0.0
         for batch in batches:
-            sums = eval_fn(params, train_data.to_global(batch, mesh, fields))
+            sums = eval_fn(params, to_device(batch))
             nll += float(sums.weighted_nll)
             weight += float(sums.weight)
         results[f"{name}/loss"] = nll / max(weight, 1e-9)

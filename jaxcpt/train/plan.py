@@ -15,7 +15,7 @@ from flax import nnx
 from jax.sharding import AbstractMesh, NamedSharding
 
 from jaxcpt.families import get_family
-from jaxcpt.train import partitioning
+from jaxcpt import sharding
 from jaxcpt.train.config import TrainConfig
 
 
@@ -36,13 +36,15 @@ def build_plan(cfg: TrainConfig, num_devices: int | None = None) -> Plan:
         model_cfg = source_config(cfg.init_from, None)
     devices = num_devices or jax.device_count()
     shape = cfg.mesh.shape(devices)
-    mesh = AbstractMesh(shape, partitioning.MESH_AXES)
-    partitioning.check_batch_divisible(cfg.data.batch_size, mesh)
+    mesh = AbstractMesh(shape, sharding.MESH_AXES)
+    sharding.check_batch_divisible(cfg.data.batch_size, mesh)
     family = get_family(model_cfg.model_type, "the model config")
     abstract = nnx.eval_shape(lambda: family.model_class(
-        model_cfg, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0)))
+        model_cfg, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0),
+        scan_layers=cfg.scan_layers, remat_policy=cfg.remat_policy))
     _, state = nnx.split(abstract)
-    specs = partitioning.param_specs(state)
+    specs = sharding.param_specs(state, cfg.mesh.checked_rules())
+    vocab_paths = (family.word_embedding_path, *family.head_paths)
     shapes = nnx.to_pure_dict(state)
     total = embedding = 0
     per_device = 0.0
@@ -56,13 +58,14 @@ def build_plan(cfg: TrainConfig, num_devices: int | None = None) -> Plan:
         ways = math.prod(math.prod(mesh.shape[a] for a in ((ax,) if isinstance(ax, str) else ax))
                          for ax in spec if ax is not None)
         total += size
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        if name.startswith(("embeddings/word", "shared", "lm_head")):
+        keys = tuple(getattr(k, "key", k) for k in path)
+        name = "/".join(map(str, keys))
+        if any(keys[:len(prefix)] == tuple(prefix) for prefix in vocab_paths):
             embedding += size
         per_device += 4 * size / ways * 4  # params, grads, Adam mu and nu (fp32)
         if len(shown) < 6 and leaf.ndim >= 2:
             shown[name] = (tuple(leaf.shape), tuple(spec))
-    return Plan(dict(zip(partitioning.MESH_AXES, shape)), total, embedding, int(per_device), shown)
+    return Plan(dict(zip(sharding.MESH_AXES, shape)), total, embedding, int(per_device), shown)
 
 
 def describe_plan(cfg: TrainConfig, num_devices: int | None = None) -> str:
@@ -72,6 +75,7 @@ def describe_plan(cfg: TrainConfig, num_devices: int | None = None) -> str:
              f"params+grads+Adam per device ≈ {plan.bytes_per_device / 2**30:.2f} GiB "
              "(activations not included)",
              f"global batch {cfg.data.batch_size} × {cfg.data.sequence_length} tokens, "
-             f"{cfg.steps} steps, dtype {cfg.dtype}"]
+             f"{cfg.steps} steps, dtype {cfg.dtype}",
+             f"layers {'scanned' if cfg.scan_layers else 'looped'}, remat {cfg.remat_policy}"]
     lines += [f"  {name}: {shape} -> {spec}" for name, (shape, spec) in plan.specs.items()]
     return "\n".join(lines)

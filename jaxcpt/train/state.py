@@ -15,21 +15,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
+from jaxcpt import sharding
 from jaxcpt.errors import JaxcptError
 from jaxcpt.families import family_of, get_family
-from jaxcpt.train import partitioning
+from jaxcpt.models import layer_stack
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass
 class ModelSetup:
-    graphdef: Any
+    graphdef: Any  # carries the compute dtype and the layer execution (scan, remat)
     config: Any  # XLMRConfig | T5Config
     param_shardings: dict
-    abstract_params: dict  # ShapeDtypeStructs (with shardings)
+    abstract_params: dict  # ShapeDtypeStructs (with shardings), in the layout of `scan_layers`
+    mesh: Mesh
+    rules: tuple
+    scan_layers: bool = False
 
 
 def compute_dtype(name: str):
@@ -89,24 +93,26 @@ def config_from_run_file(run_dir: pathlib.Path):
     return get_family(meta["model_type"], str(run_dir)).config_class(**meta["config"])
 
 
-def model_setup(cfg, mesh: Mesh, dtype) -> ModelSetup:
+def model_setup(cfg, mesh: Mesh, dtype, rules: sharding.Rules = sharding.DEFAULT_RULES, *,
+                scan_layers: bool = False, remat_policy: str = "none") -> ModelSetup:
     family = family_of(cfg)
+    layers = dict(scan_layers=scan_layers, remat_policy=remat_policy)
     abstract = nnx.eval_shape(lambda: family.model_class(cfg, dtype=dtype, param_dtype=jnp.float32,
-                                                         rngs=nnx.Rngs(0)))
+                                                         rngs=nnx.Rngs(0), **layers))
     graphdef, state = nnx.split(abstract)
-    specs = partitioning.param_specs(state)
-    shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+    shardings = sharding.param_shardings(state, mesh, rules)
     shapes = nnx.to_pure_dict(state)
     abstract_params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                    shapes, shardings)
-    return ModelSetup(graphdef, cfg, shardings, abstract_params)
+    return ModelSetup(graphdef, cfg, shardings, abstract_params, mesh, tuple(rules), scan_layers)
 
 
 def random_params(setup: ModelSetup, seed: int) -> dict:
     family = family_of(setup.config)
 
-    def init():
-        model = family.model_class(setup.config, param_dtype=jnp.float32, rngs=nnx.Rngs(seed))
+    def init():  # the same values in both layouts (the scanned stack stacks fresh layers)
+        model = family.model_class(setup.config, param_dtype=jnp.float32, rngs=nnx.Rngs(seed),
+                                   scan_layers=setup.scan_layers)
         return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     return jax.jit(init, out_shardings=setup.param_shardings)()
@@ -122,7 +128,8 @@ def loaded_params(setup: ModelSetup, init_from: str) -> dict:
         return run_params(setup, path)
     model = (model_checkpoint.load_checkpoint(path) if model_checkpoint.is_checkpoint(path)
              else load_hf(path))
-    host = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    host = layer_stack.relayout(nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+                                scanned=setup.scan_layers)
     host.pop(LANGSAMP, None)
     if LANGSAMP in setup.abstract_params:  # a source without them (or with other sizes)
         host[LANGSAMP] = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
@@ -144,21 +151,14 @@ def run_params(setup: ModelSetup, run_dir: pathlib.Path) -> dict:
     steps = ckpts.steps()
     if not steps:
         raise JaxcptError(f"{run_dir}: no checkpoints to start from")
-    import orbax.checkpoint as ocp
 
     wanted = dict(setup.abstract_params)
     source_cfg = config_from_run_file(run_dir) if (run_dir / RUN_FILE).is_file() else None
     sizes = lambda c: (getattr(c, "langsamp_languages", 0), getattr(c, "langsamp_scripts", 0))  # noqa: E731
     if LANGSAMP in wanted and (source_cfg is None or sizes(source_cfg) != sizes(setup.config)):
         wanted.pop(LANGSAMP)
-    restored = ckpts.manager.restore(steps[-1], args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            item={"params": wanted},
-            restore_args={"params": jax.tree.map(
-                lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), wanted)},
-            partial_restore=True)))
+    params = ckpts.restore_params(steps[-1], wanted)
     ckpts.close()
-    params = restored.state["params"]
     if LANGSAMP in setup.abstract_params and LANGSAMP not in params:
         params[LANGSAMP] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype, device=s.sharding),
                                         setup.abstract_params[LANGSAMP])
@@ -184,7 +184,7 @@ def run_model(run_dir, dtype=jnp.float32):
     cfg = config_from_run_file(run_dir)
     if getattr(cfg, "langsamp_languages", 0) or getattr(cfg, "langsamp_scripts", 0):
         cfg = cfg.replace(langsamp_languages=0, langsamp_scripts=0)
-    setup = model_setup(cfg, partitioning.make_mesh(partitioning.MeshConfig()), dtype)
+    setup = model_setup(cfg, sharding.make_mesh(sharding.MeshConfig()), dtype)
     params = jax.device_get(run_params(setup, run_dir))
     model = build_from_params(get_family(cfg.model_type, str(run_dir)), cfg, params, dtype=dtype)
     tokenizer = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("tokenizer")

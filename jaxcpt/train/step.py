@@ -7,7 +7,8 @@ over micro-batches and divides by the global Σ loss-weights once: k micro-batch
 the step of one batch of k·b. Frozen parameters (a static mask) get stop_gradient, zero updates and
 an untouched optimizer state, so they stay bit-identical; a row mask does the same for the rows
 of a vocabulary-sized parameter (the updates are masked, not only the gradients: AdamW's weight
-decay would move rows whose gradient is zero).
+decay would move rows whose gradient is zero). Given a mesh, a step carries it and the logical
+axis rules: the model's activation constraints are traced under them, wherever it is called.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxcpt import sharding
 from jaxcpt.families import Family
 from jaxcpt.families.losses import LossSums
 from jaxcpt.train.train_state import TrainState
@@ -40,7 +42,8 @@ def _where_tree(mask, when_true, when_false):
 
 def make_train_step(graphdef, optimizer, lr_schedule, *, family: Family, num_languages: int,
                     accumulation_steps: int = 1, trainable: dict | None = None,
-                    dropout: bool = True, seed: int = 0):
+                    dropout: bool = True, seed: int = 0, mesh=None,
+                    rules: sharding.Rules = sharding.DEFAULT_RULES):
     """step(state, batch) -> (state, metrics); not jitted (the caller adds shardings)."""
     sums_fn, weight_key = family.loss_sums, family.loss_weight_key
 
@@ -94,14 +97,15 @@ def make_train_step(graphdef, optimizer, lr_schedule, *, family: Family, num_lan
                    "lang_weight": sums.lang_weight}
         return new_state, metrics
 
-    return step_fn
+    return sharding.under_rules(step_fn, mesh, rules)
 
 
-def make_eval_step(graphdef, *, family: Family, num_languages: int):
+def make_eval_step(graphdef, *, family: Family, num_languages: int, mesh=None,
+                   rules: sharding.Rules = sharding.DEFAULT_RULES):
     sums_fn = family.loss_sums
 
     def eval_fn(params, batch) -> LossSums:
         model = nnx.merge(graphdef, params)
         return sums_fn(model, batch, num_languages=num_languages, deterministic=True)
 
-    return eval_fn
+    return sharding.under_rules(eval_fn, mesh, rules)

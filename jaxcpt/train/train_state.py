@@ -16,7 +16,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from jaxcpt.train import partitioning
+from jaxcpt import sharding
 
 
 @struct.dataclass
@@ -47,7 +47,7 @@ def create(params, optimizer, shardings: TrainState) -> TrainState:
 def shardings(setup, optimizer, mesh: Mesh) -> TrainState:
     """Of a `state.ModelSetup`'s model: Adam's moments follow their parameters; counters and
     the step are replicated."""
-    replicated = partitioning.replicated(mesh)
+    replicated = sharding.replicated(mesh)
     abstract_opt = jax.eval_shape(optimizer.init, setup.abstract_params)
     opt_shardings = optax.tree_utils.tree_map_params(
         optimizer, lambda _, s: s, abstract_opt, setup.param_shardings,
