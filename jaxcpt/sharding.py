@@ -42,6 +42,7 @@ DEFAULT_RULES: tuple = (
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
+    ("kv_heads", None),  # few (GQA): replicated, so any tensor size divides the model
     ("vocab", "tensor"),
     ("layers", None),
     ("factor", None),

@@ -58,8 +58,16 @@ def _t5_forward(ours, theirs, vocab_size):
     return mine[..., :vocab_size], peer.numpy(), dec_mask.astype(bool)
 
 
+def _llama_forward(ours, theirs, vocab_size):
+    ids, mask = _ids(vocab_size, (9, 5, 12), seed=1)
+    mine = np.asarray(ours(ids, mask))
+    with torch.no_grad():
+        peer = theirs(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)).logits
+    return mine[..., :vocab_size], peer.numpy(), mask.astype(bool)
+
+
 # family name -> (jaxcpt model, transformers model, vocab size) -> (ours, theirs, valid positions)
-PEER_FORWARD = {"xlmr": _xlmr_forward, "t5": _t5_forward}
+PEER_FORWARD = {"xlmr": _xlmr_forward, "t5": _t5_forward, "llama": _llama_forward}
 
 
 def _config(model_type: str, **changes):
@@ -81,7 +89,8 @@ def _peer(family, path):
 
 
 def test_the_registry_lists_the_built_in_families():
-    assert {"xlm-roberta", "roberta", "t5", "mt5"} <= set(MODEL_TYPES)
+    assert {"xlm-roberta", "roberta", "t5", "mt5", "llama", "mistral", "qwen2",
+            "qwen3"} <= set(MODEL_TYPES)
     for family in registered().values():
         assert {"tiny", "large"} <= set(family.presets), family.name
         assert family.peer_class is None or family.name in PEER_FORWARD, family.name
@@ -187,6 +196,7 @@ def _num_layers(cfg) -> int:
     return getattr(cfg, "num_layers")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", FAMILY_TYPES)
 def test_scanned_and_rematerialised_layers_compute_the_same_loss_and_gradients(model_type):
     """scan_layers / remat_policy change how the layers run, not what they compute: loss within

@@ -18,9 +18,12 @@ TINY_VOCAB = ["VOCAB_SIZE = 300"]
 def _companions(rel: str) -> list[str]:
     """Fragments (a model, an objective, a mesh, the run defaults) are built with the rest."""
     kind = rel.split("/")[0]
-    t5 = "t5" in rel or "span" in rel or "ul2" in rel
-    model = "gin/models/t5_tiny.gin" if t5 else "gin/models/xlmr_tiny.gin"
-    objective = "gin/objectives/span_corruption.gin" if t5 else "gin/objectives/mlm.gin"
+    t5 = ("t5" in rel and "llama" not in rel) or "span" in rel or "ul2" in rel
+    decoder = any(name in rel for name in ("llama", "qwen", "smollm", "causal"))
+    model = ("gin/models/llama_tiny.gin" if decoder else
+             "gin/models/t5_tiny.gin" if t5 else "gin/models/xlmr_tiny.gin")
+    objective = ("gin/objectives/causal_lm.gin" if decoder else
+                 "gin/objectives/span_corruption.gin" if t5 else "gin/objectives/mlm.gin")
     parts = {"models": ["gin/runs/cpt.gin", objective, "gin/partitioning/dp.gin"],
              "objectives": ["gin/runs/cpt.gin", model, "gin/partitioning/dp.gin"],
              "partitioning": ["gin/runs/cpt.gin", model, objective]}
@@ -47,7 +50,8 @@ def test_every_gin_file_parses_and_builds(rel, tmp_path):
     tiny_hf_xlmr(tmp_path / "init")
     bindings = [f"MODEL_DIR = '{tmp_path / 'run'}'", f"INIT_FROM = '{tmp_path / 'init'}'",
                 f"CORPUS_DIR = '{tmp_path}'", "REPLAY_LANGUAGES = ('en-US',)"]
-    if rel.startswith(("models/xlmr_tiny", "models/t5_tiny", "objectives", "partitioning")) \
+    if rel.startswith(("models/xlmr_tiny", "models/t5_tiny", "models/llama_tiny", "objectives",
+                       "partitioning")) \
             or rel == "runs/cpt.gin":
         bindings += TINY_VOCAB
     files = [*(_companions(rel)), f"gin/{rel}"]

@@ -30,7 +30,7 @@ from jaxcpt.errors import JaxcptError
 tf.config.set_visible_devices([], "GPU")
 
 TRAIN, HELDOUT = "train", "validation"
-OBJECTIVES = ("mlm", "span_corruption", "ul2")
+OBJECTIVES = ("mlm", "span_corruption", "ul2", "causal_lm")
 _TEXT = seqio.Feature(seqio.PassThroughVocabulary(1), dtype=tf.string, rank=0, add_eos=False)
 RAW_FEATURES = {"text": _TEXT, "lang": _TEXT}
 

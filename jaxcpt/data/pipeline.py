@@ -3,7 +3,7 @@
 seqio/tf.data supply raw `{"text", "lang"}` examples: per-language shuffling (seeded), per-host
 sharding (`ShardInfo`: disjoint shards whose union is the data) and temperature mixing; then
 `TokenStream` tokenizes them with the HF tokenizer (exact model ids) and an objective batcher
-(`MLMBatcher`, `Seq2SeqBatcher`) packs and corrupts them with a per-batch generator seeded by
+(`MLMBatcher`, `Seq2SeqBatcher`, `CausalLMBatcher`) packs and corrupts them with a per-batch generator seeded by
 (seed, shard, batch number).
 
 Iterator state (`BatchIterator.get_state`) = settings + (batches emitted, raw examples consumed,
@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxcpt.data import corpus_tasks, span_corruption, text_files
 from jaxcpt.data.batch_iterator import BatchIterator
+from jaxcpt.data.causal_batches import CausalLMBatcher
 from jaxcpt.data.corpus_tasks import HELDOUT, TRAIN, OBJECTIVES
 from jaxcpt.data.mlm_batches import MLMBatcher
 from jaxcpt.data.seq2seq_batches import UL2_DENOISERS, Seq2SeqBatcher
@@ -138,7 +139,7 @@ def _make_batcher(tokenizer_dir: str, objective: str, sequence_length: int, batc
     options = dict(options)
     allowed = {"mlm": {"max_predictions", "mask_rate", "whole_word_masking"},
                "span_corruption": {"noise_density", "mean_span_length"},
-               "ul2": {"denoisers", "rates"}}[objective]
+               "ul2": {"denoisers", "rates"}, "causal_lm": set()}[objective]
     if set(options) - allowed:
         unknown = ", ".join(sorted(set(options) - allowed))
         raise JaxcptError(f"unknown {objective} option(s) {unknown}"
@@ -151,6 +152,9 @@ def _make_batcher(tokenizer_dir: str, objective: str, sequence_length: int, batc
                           word_start_V=word_start_table(str(tokenizer_dir)) if whole_word else None,
                           script_V=script_table(str(tokenizer_dir)) if scripts else None,
                           **options)
+    if objective == "causal_lm":
+        return CausalLMBatcher(info, sequence_length=sequence_length, batch_size=batch_size,
+                               pack=pack)
     if objective == "span_corruption":
         denoiser = dict(noise_density=options.get("noise_density", span_corruption.NOISE_DENSITY),
                         mean_span_length=options.get("mean_span_length",
@@ -172,8 +176,8 @@ def train_iterator(name: str, *, tokenizer_dir: str, objective: str, sequence_le
                    scripts: bool = False, **objective_options) -> BatchIterator:
     """Endless, shuffled, process-local batches of a registered seqio Task or Mixture `name`.
 
-    objective: "mlm" | "span_corruption" | "ul2"; batch_size is per process. Options: mlm
-    (max_predictions, mask_rate, whole_word_masking), span_corruption (noise_density,
+    objective: "mlm" | "span_corruption" | "ul2" | "causal_lm"; batch_size is per process.
+    Options: mlm (max_predictions, mask_rate, whole_word_masking), span_corruption (noise_density,
     mean_span_length), ul2 (denoisers, rates). `prefetch` batches are prepared by a background
     thread (0: prepare on the caller's thread). `iterator.languages[i]` names lang id i.
     `scripts`: MLM batches also carry `masked_script_ids` (LangSAMP).

@@ -48,3 +48,23 @@ def seq2seq_batch(rng: np.random.Generator, *, batch_size: int, sequence_length:
             "decoder_loss_weights": np.ones((batch_size, target_length), np.float32),
             "decoder_segment_ids": ones(target_length), "decoder_positions": arange(target_length),
             "decoder_lang_ids": np.repeat(langs, target_length, axis=1)}
+
+
+def causal_lm_batch(rng: np.random.Generator, *, batch_size: int, sequence_length: int,
+                    vocab_size: int, num_languages: int = 1) -> dict:
+    """Decoder rows of two packed documents each: targets are the next token of the same
+    document (the last token of a document has none: weight 0)."""
+    ids = rng.integers(3, vocab_size, (batch_size, sequence_length)).astype(np.int32)
+    split = max(sequence_length // 2, 1)
+    index = np.arange(sequence_length)
+    segments = np.tile(np.where(index < split, 1, 2).astype(np.int32), (batch_size, 1))
+    positions = np.tile(np.where(index < split, index, index - split).astype(np.int32),
+                        (batch_size, 1))
+    targets = np.concatenate([ids[:, 1:], np.zeros((batch_size, 1), np.int32)], axis=1)
+    same_doc = np.concatenate([segments[:, 1:] == segments[:, :-1],
+                               np.zeros((batch_size, 1), bool)], axis=1)
+    langs = rng.integers(0, num_languages, (batch_size, 1)).astype(np.int32)
+    return {"input_ids": ids, "target_ids": np.where(same_doc, targets, 0).astype(np.int32),
+            "loss_weights": same_doc.astype(np.float32), "segment_ids": segments,
+            "positions": positions, "lang_ids": np.repeat(langs, sequence_length, axis=1)}
+

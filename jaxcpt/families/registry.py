@@ -17,7 +17,7 @@ from typing import Any
 
 from jaxcpt.errors import JaxcptError
 
-BUILTIN_MODULES = ("jaxcpt.families.xlmr", "jaxcpt.families.t5")
+BUILTIN_MODULES = ("jaxcpt.families.xlmr", "jaxcpt.families.t5", "jaxcpt.families.llama")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,8 @@ import numpy as np
 from jaxcpt.data import synthetic
 from jaxcpt.families import losses
 from jaxcpt.families.registry import Family, register
-from jaxcpt.families.tensor_table import TensorSpec, pad_rows, same
+from jaxcpt.families.tensor_table import (TensorSpec, always_has_head, bare_name, pad_rows,
+                                          same, without_tied_copy)
 from jaxcpt.errors import JaxcptError
 from jaxcpt.models.t5 import T5Config, T5ForConditionalGeneration
 from jaxcpt.models.t5_layers import distance_buckets, parse_feed_forward_proj
@@ -176,23 +177,7 @@ def tensor_specs(cfg: T5Config, *, with_head: bool = True) -> list[TensorSpec]:
 
 
 def strip_prefix(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Names are already bare; an `lm_head.weight` equal to `shared.weight` is a tied copy
-    (e.g. in pytorch_model.bin files) and is dropped."""
-    out = dict(tensors)
-    head, shared = out.get("lm_head.weight"), out.get("shared.weight")
-    if (head is not None and shared is not None and head.shape == shared.shape
-            and np.array_equal(head, shared)):
-        del out["lm_head.weight"]
-    return out
-
-
-def has_head(tensors: dict[str, np.ndarray]) -> bool:
-    del tensors
-    return True
-
-
-def hf_prefix(name: str) -> str:
-    return name
+    return without_tied_copy(tensors, "shared.weight")
 
 
 def step_flops(cfg: T5Config, *, batch_size: int, sequence_length: int,
@@ -230,7 +215,7 @@ FAMILY = register(Family(
     name="t5", model_types=MODEL_TYPES, config_class=T5Config,
     model_class=T5ForConditionalGeneration,
     config_from_hf=config_from_hf, config_to_hf=config_to_hf, tensor_specs=tensor_specs,
-    strip_prefix=strip_prefix, hf_prefix=hf_prefix, has_head=has_head, head_prefix=HEAD_PREFIX,
+    strip_prefix=strip_prefix, hf_prefix=bare_name, has_head=always_has_head, head_prefix=HEAD_PREFIX,
     ignored_prefixes=IGNORED_PREFIXES, config_from_tensors=config_from_tensors,
     config_tensors=("lm_head.weight", "shared.weight"),
     word_embedding_path=("shared",), head_paths=(("lm_head",),),

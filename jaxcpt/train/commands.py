@@ -43,7 +43,7 @@ def resolve_gin_file(name: str) -> pathlib.Path | None:
 def _register() -> None:
     import gin
 
-    from jaxcpt.models import T5Config, XLMRConfig
+    from jaxcpt.models import LlamaConfig, T5Config, XLMRConfig
     from jaxcpt.checkpoints.run_checkpoints import CheckpointConfig
     from jaxcpt.train.config import DataConfig, TrainConfig
     from jaxcpt.train.optimizer import OptimizerConfig
@@ -53,7 +53,7 @@ def _register() -> None:
     if _REGISTERED:
         return
     for cls in (TrainConfig, DataConfig, OptimizerConfig, MeshConfig, CheckpointConfig,
-                XLMRConfig, T5Config):
+                XLMRConfig, T5Config, LlamaConfig):
         gin.external_configurable(cls, module="jaxcpt")
     _REGISTERED = True
 

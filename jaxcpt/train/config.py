@@ -26,7 +26,7 @@ class DataConfig:
     eval_tasks: tuple[str, ...] = ()  # held-out tasks evaluated every `eval_every` steps
     eval_heldout: bool = True  # also evaluate every held-out language task of the corpus
     tokenizer: str | None = None  # HF tokenizer dir (default: the one of TrainConfig.init_from)
-    objective: str = "mlm"  # "mlm" | "span_corruption" | "ul2"
+    objective: str = "mlm"  # "mlm" | "span_corruption" | "ul2" | "causal_lm" (decoders)
     sequence_length: int = 128
     target_length: int | None = None  # seq2seq targets (None: derived from the objective)
     batch_size: int = 16  # global, over all processes
