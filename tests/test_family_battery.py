@@ -39,7 +39,8 @@ def _ids(vocab_size, lengths, seed):
     return ids, (ids != PAD).astype(np.int64)
 
 
-def _xlmr_forward(ours, theirs, vocab_size):
+def _single_stack_forward(ours, theirs, vocab_size):
+    """Encoders and decoders alike: `model(ids, mask)` against `peer(input_ids, attention_mask)`."""
     ids, mask = _ids(vocab_size, (9, 5, 12), seed=1)
     mine = np.asarray(ours(ids, mask))
     with torch.no_grad():
@@ -58,16 +59,8 @@ def _t5_forward(ours, theirs, vocab_size):
     return mine[..., :vocab_size], peer.numpy(), dec_mask.astype(bool)
 
 
-def _llama_forward(ours, theirs, vocab_size):
-    ids, mask = _ids(vocab_size, (9, 5, 12), seed=1)
-    mine = np.asarray(ours(ids, mask))
-    with torch.no_grad():
-        peer = theirs(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask)).logits
-    return mine[..., :vocab_size], peer.numpy(), mask.astype(bool)
-
-
 # family name -> (jaxcpt model, transformers model, vocab size) -> (ours, theirs, valid positions)
-PEER_FORWARD = {"xlmr": _xlmr_forward, "t5": _t5_forward, "llama": _llama_forward}
+PEER_FORWARD = {"xlmr": _single_stack_forward, "t5": _t5_forward, "llama": _single_stack_forward}
 
 
 def _config(model_type: str, **changes):
